@@ -1,0 +1,49 @@
+"""Every error the ledger raises on purpose: a message that says what went wrong and a hint that says what to do.
+
+The command line maps each class to its exit code in one place (cli.py); the library raises, never exits.
+"""
+
+
+class LedgerError(Exception):
+    """A failure the user can act on. `str()` is one line: the message, then the hint after '; '."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = ""):
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class NotFound(LedgerError):
+    """A run, entry or object that does not exist."""
+
+
+class UsageError(LedgerError):
+    """Input the user gave that cannot be understood (bad id, malformed URI, bad filter)."""
+
+    exit_code = 2
+
+
+class StoreError(LedgerError):
+    """The database cannot be reached, written, or is at the wrong schema version."""
+
+
+class OutdatedSchema(StoreError):
+    """The database was made by an older ledger; `ledger db upgrade` fixes it."""
+
+
+class CaptureRefused(LedgerError):
+    """Strict mode refused to send a request that has pin gaps."""
+
+
+class TamperDetected(LedgerError):
+    """`verify` found an entry or projection that does not match the chain."""
+
+    exit_code = 3
+
+
+class Diverged(LedgerError):
+    """A reproduction ended DIVERGED."""
+
+    exit_code = 4

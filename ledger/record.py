@@ -1,0 +1,270 @@
+"""The record: pure data, canonical JSON and digests. No I/O here.
+
+A `RunRecord` is what `ledger show RUN --json` prints (DESIGN.md, schema version 1). Every model keeps fields it
+does not know (`extra="allow"`), so a record written by a newer ledger round-trips through an older one unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from ulid import ULID
+
+SCHEMA_VERSION = 1
+ZERO_HASH = "0" * 64
+REDACTED = "***REDACTED***"
+
+EntryKind = Literal["run.launched", "run.finished", "run.verdict", "run.annotated"]
+ENTRY_KINDS: tuple[str, ...] = ("run.launched", "run.finished", "run.verdict", "run.annotated")
+
+
+# --- canonical form -------------------------------------------------------------------------------------------
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no insignificant whitespace, UTF-8 text; NaN and Infinity refused (JSON has neither)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    return canonical_json(obj).encode("utf-8")
+
+
+def sha256_hex(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+
+
+def digest(obj: Any) -> str:
+    """sha256 of the canonical JSON of `obj`."""
+    return sha256_hex(canonical_bytes(obj))
+
+
+def chain_hash(prev_hash: str, body: str) -> str:
+    """entry_hash = sha256(prev_hash + sha256(body)), both as lowercase hex text."""
+    return sha256_hex(prev_hash + sha256_hex(body))
+
+
+def new_run_id() -> str:
+    """A ULID: 26 characters, sortable by creation time."""
+    return str(ULID())
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# --- the parts of a record ------------------------------------------------------------------------------------
+
+
+class Part(BaseModel):
+    """Base of every record part: keeps unknown fields, and compares by value."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Gap(Part):
+    """A reference that could not be pinned, why, and how to pin it next time."""
+
+    what: str
+    why: str
+    fix: str = ""
+
+
+class ImagePin(Part):
+    uri: str | None = None
+    digest: str | None = None
+    pinned_uri: str | None = None
+    source: str | None = None  # "ecr" | "registry" | "environment"
+
+
+class SourceArchive(Part):
+    uri: str | None = None
+    version_id: str | None = None
+    sha256: str | None = None
+
+
+class CodePin(Part):
+    repo_url: str | None = None
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool | None = None
+    diff_sha256: str | None = None
+    untracked: list[str] = Field(default_factory=list)
+    source_archive: SourceArchive | None = None
+
+
+class DataObject(Part):
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+
+
+class DataChannelPin(Part):
+    uri: str
+    kind: str | None = None  # "S3Prefix" | "ManifestFile" | "file"
+    objects: list[DataObject] = Field(default_factory=list)
+    object_count: int = 0
+    total_bytes: int = 0
+    manifest_sha256: str | None = None
+    pinned: bool = False
+    snapshot_uri: str | None = None
+
+
+class EnvironmentPin(Part):
+    python: str | None = None
+    platform: str | None = None
+    packages: dict[str, str] = Field(default_factory=dict)
+    fingerprint: str | None = None
+
+
+class HardwarePin(Part):
+    instance_type: str | None = None
+    instance_count: int | None = None
+    volume_gb: int | None = None
+    vcpu: int | None = None
+    memory_gib: float | None = None
+    gpu: str | None = None
+    gpu_count: int | None = None
+    host: str | None = None
+
+
+class Pins(Part):
+    image: ImagePin = Field(default_factory=ImagePin)
+    code: CodePin = Field(default_factory=CodePin)
+    data: dict[str, DataChannelPin] = Field(default_factory=dict)
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    environment: EnvironmentPin = Field(default_factory=EnvironmentPin)
+    hardware: HardwarePin = Field(default_factory=HardwarePin)
+    gaps: list[Gap] = Field(default_factory=list)
+
+
+class ModelArtifact(Part):
+    uri: str | None = None
+    version_id: str | None = None
+    sha256: str | None = None
+    tree_sha256: str | None = None
+
+
+class Outcome(Part):
+    status: str | None = None  # InProgress | Completed | Failed | Stopped
+    arn: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    billable_seconds: int | None = None
+    failure_reason: str | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    model_artifact: ModelArtifact | None = None
+
+
+class Verdict(Part):
+    result: Literal["IDENTICAL", "EQUIVALENT", "DIVERGED"]
+    differences: list[Any] = Field(default_factory=list)
+    explained_by: list[Any] = Field(default_factory=list)
+
+
+class ChainRef(Part):
+    seq: int
+    entry_hash: str
+    prev_hash: str
+
+
+class RunRecord(Part):
+    run_id: str = Field(default_factory=new_run_id)
+    schema_version: int = SCHEMA_VERSION
+    project: str = "default"
+    job_name: str
+    backend: str = "sagemaker"  # "sagemaker" | "local"
+    created_at: str = Field(default_factory=utc_now)
+    created_by: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    original_request: dict[str, Any] | None = None
+    pins: Pins = Field(default_factory=Pins)
+    outcome: Outcome = Field(default_factory=Outcome)
+    reproduction_of: str | None = None
+    verdict: Verdict | None = None
+    chain: ChainRef | None = None
+
+    # -- canonical form --
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data; fields left at None are kept, so the shape is the same for every record."""
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    def digest(self) -> str:
+        return sha256_hex(self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunRecord":
+        return cls.model_validate_json(text)
+
+    @property
+    def status(self) -> str | None:
+        return self.outcome.status
+
+
+# --- log entries: what each kind carries, and how a run's entries fold into its record -----------------------
+
+
+def launch_payload(record: RunRecord) -> dict[str, Any]:
+    """What a run.launched entry carries: the whole record, without `chain` (which exists once the entry does)."""
+    payload = record.to_dict()
+    payload.pop("chain", None)
+    return payload
+
+
+def build_entry_body(kind: str, run_id: str, payload: dict[str, Any], recorded_at: str | None = None) -> str:
+    """The canonical body text of one log entry. Every column of the entry is derivable from it.
+
+    run.launched carries the record (`launch_payload`); run.finished {"outcome"}; run.verdict {"verdict",
+    "reproduction_of"}; run.annotated free facts that later entries may add to.
+    """
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"unknown entry kind {kind!r}")
+    if not run_id:
+        raise ValueError("an entry needs a run_id")
+    return canonical_json(
+        {"kind": kind, "run_id": run_id, "payload": payload, "recorded_at": recorded_at or utc_now()}
+    )
+
+
+def fold_entries(entries: list[tuple[int, str, str, str]]) -> RunRecord:
+    """Fold one run's entries, as (seq, body, prev_hash, entry_hash) in seq order, into its current record.
+
+    Later facts win: the newest run.finished gives the outcome, the newest run.verdict the verdict; annotations
+    are merged into `annotations`. `chain` names the newest entry folded, whose hash covers all the others.
+    """
+    record: dict[str, Any] | None = None
+    annotations: dict[str, Any] = {}
+    last: tuple[int, str, str, str] | None = None
+    for seq, body, prev_hash, entry_hash in entries:
+        entry = json.loads(body)
+        kind, payload = entry["kind"], entry["payload"]
+        if kind == "run.launched":
+            record = dict(payload)
+        elif record is None:
+            continue  # a fact about a run whose launch is not in this list: ignore, verify reports it
+        elif kind == "run.finished":
+            record["outcome"] = payload["outcome"]
+        elif kind == "run.verdict":
+            record["verdict"] = payload["verdict"]
+        elif kind == "run.annotated":
+            annotations.update(payload)
+        last = (seq, body, prev_hash, entry_hash)
+    if record is None or last is None:
+        raise ValueError("no run.launched entry among these entries")
+    if annotations:
+        record["annotations"] = {**record.get("annotations", {}), **annotations}
+    record["chain"] = {"seq": last[0], "entry_hash": last[3], "prev_hash": last[2]}
+    return RunRecord.from_dict(record)

@@ -1,0 +1,1 @@
+"""The store: the append-only log and its projections. No ORM object leaves this package."""

@@ -1,0 +1,418 @@
+"""The ledger store: append to the hash-chained log, keep projections, answer queries, verify.
+
+Appends are serialized (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), and the
+UNIQUE prev_hash makes the database refuse a fork even if a lock were missed. Entries are only ever inserted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, exc, text
+
+from ledger.config import Settings, load_settings
+from ledger.errors import NotFound, StoreError, UsageError
+from ledger.record import (
+    ZERO_HASH,
+    ChainRef,
+    Outcome,
+    RunRecord,
+    Verdict,
+    build_entry_body,
+    chain_hash,
+    fold_entries,
+    launch_payload,
+    sha256_hex,
+    utc_now,
+)
+from ledger.store import migrate, query
+from ledger.store.projection import ProjectionRows, build_projection
+
+RUN_COLUMNS = (
+    "run_id project job_name backend status created_at created_by image_digest code_commit gap_count "
+    "reproduction_of verdict model_uri model_tree_sha256 params_json metrics_json last_seq last_hash"
+).split()
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    seq: int
+    run_id: str
+    kind: str
+    body: str
+    prev_hash: str
+    entry_hash: str
+    recorded_at: str
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    verified_at: str
+    problems: list[dict] = field(default_factory=list)
+
+    @property
+    def first_bad(self) -> dict | None:
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head": {"seq": self.head_seq, "entry_hash": self.head_hash},
+            "verified_at": self.verified_at,
+            "first_bad": self.first_bad,
+            "problems": self.problems,
+        }
+
+
+# --- engine ---------------------------------------------------------------------------------------------------
+
+
+def _sqlite_path(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _make_engine(settings: Settings) -> Engine:
+    url = settings.db_url
+    if settings.is_sqlite:
+        path = _sqlite_path(url)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(
+                    f"cannot create {path.parent}: {err.strerror}",
+                    "set LEDGER_HOME (or LEDGER_DB_URL) to a writable place",
+                ) from None
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                raise StoreError(
+                    f"{path} is not writable",
+                    "set LEDGER_HOME (or LEDGER_DB_URL) to a writable place",
+                )
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            # A writer takes the write lock at BEGIN, so two appenders cannot both read the same head.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return create_engine(url, connect_args={"connect_timeout": 10}, pool_pre_ping=True)
+
+
+def _explain_connection_error(err: Exception, where: str) -> StoreError:
+    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "locked" in detail:
+        return StoreError(f"the database {where} is locked by another process ({detail})", "retry when it finishes")
+    return StoreError(
+        f"cannot open the database {where}: {detail}",
+        "check LEDGER_DB_URL and that the database server is running",
+    )
+
+
+# --- the ledger -----------------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """One ledger database. Open it with `open_ledger()`."""
+
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+        self.where = engine.url.render_as_string(hide_password=True)
+
+    # -- transactions --
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except exc.OperationalError as err:
+            raise _explain_connection_error(err, self.where) from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """A write transaction that holds the append lock until commit."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(ledger_write=True)
+                with conn.begin():
+                    if self.engine.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ledger.append'))"))
+                    yield conn
+        except exc.OperationalError as err:
+            raise _explain_connection_error(err, self.where) from None
+
+    # -- appending --
+
+    def _head(self, conn) -> tuple[int, str]:
+        row = conn.execute(text("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1")).first()
+        return (row[0], row[1]) if row else (0, ZERO_HASH)
+
+    def _append(self, conn, items: list[tuple[str, str, dict]]) -> list[EntryRow]:
+        """Insert entries for (kind, run_id, payload) items after the current head, in one transaction."""
+        seq, prev = self._head(conn)
+        rows = []
+        for kind, run_id, payload in items:
+            recorded_at = utc_now()
+            body = build_entry_body(kind, run_id, payload, recorded_at)
+            seq += 1
+            entry_hash = chain_hash(prev, body)
+            rows.append(EntryRow(seq, run_id, kind, body, prev, entry_hash, recorded_at))
+            prev = entry_hash
+        conn.execute(
+            text(
+                "INSERT INTO entries (seq, run_id, kind, body, prev_hash, entry_hash, recorded_at) "
+                "VALUES (:seq, :run_id, :kind, :body, :prev_hash, :entry_hash, :recorded_at)"
+            ),
+            [row.__dict__ for row in rows],
+        )
+        return rows
+
+    def append(self, record: RunRecord) -> RunRecord:
+        """Record a launched run. Returns the record with its `chain`."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Iterable[RunRecord]) -> list[RunRecord]:
+        """Record many launched runs in one transaction (imports, benchmarks): one lock, one commit."""
+        records = list(records)
+        payloads = [("run.launched", record.run_id, launch_payload(record)) for record in records]
+        with self._writing() as conn:
+            known = self._existing_run_ids(conn, [r.run_id for r in records])
+            if known:
+                raise UsageError(f"run {sorted(known)[0]} is already recorded", "a new run needs a new run_id")
+            rows = self._append(conn, payloads)
+            saved = [
+                record.model_copy(update={"chain": _chain_ref(row)}) for record, row in zip(records, rows, strict=True)
+            ]
+            self._save_projections(conn, [build_projection(r) for r in saved], replace=False)
+        return saved
+
+    def record_outcome(self, run_ref: str, outcome: Outcome | dict) -> RunRecord:
+        outcome = outcome if isinstance(outcome, Outcome) else Outcome.model_validate(outcome)
+        return self._append_fact(run_ref, "run.finished", {"outcome": outcome.model_dump(mode="json")})
+
+    def record_verdict(self, run_ref: str, verdict: Verdict | dict) -> RunRecord:
+        """The verdict of a reproduction, recorded on the reproduction run; it names the run it reproduces."""
+        verdict = verdict if isinstance(verdict, Verdict) else Verdict.model_validate(verdict)
+        run_id = self.resolve(run_ref)
+        original = self.get(run_id).reproduction_of
+        return self._append_fact(run_id, "run.verdict", {"verdict": verdict.model_dump(mode="json"),
+                                                        "reproduction_of": original})
+
+    def annotate(self, run_ref: str, facts: dict[str, Any]) -> RunRecord:
+        return self._append_fact(run_ref, "run.annotated", dict(facts))
+
+    def _append_fact(self, run_ref: str, kind: str, payload: dict) -> RunRecord:
+        run_id = self.resolve(run_ref)
+        with self._writing() as conn:
+            self._append(conn, [(kind, run_id, payload)])
+            record = self._fold(conn, run_id)
+            self._save_projections(conn, [build_projection(record)], replace=True)
+        return record
+
+    def _existing_run_ids(self, conn, run_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join(f":r{i}" for i in range(len(chunk)))
+            result = conn.execute(
+                text(f"SELECT run_id FROM runs WHERE run_id IN ({marks})"), {f"r{i}": r for i, r in enumerate(chunk)}
+            )
+            found.update(row[0] for row in result)
+        return found
+
+    def _save_projections(self, conn, projections: list[ProjectionRows], replace: bool) -> None:
+        if not projections:
+            return
+        if replace:
+            for table in ("runs", "params", "metrics", "data_objects"):
+                conn.execute(
+                    text(f"DELETE FROM {table} WHERE run_id = :run_id"), [{"run_id": p.run["run_id"]} for p in projections]
+                )
+        columns = ", ".join(RUN_COLUMNS)
+        marks = ", ".join(f":{c}" for c in RUN_COLUMNS)
+        conn.execute(text(f"INSERT INTO runs ({columns}) VALUES ({marks})"), [p.run for p in projections])
+        for table, attribute, cols in (
+            ("params", "params", ("run_id", "key", "value")),
+            ("metrics", "metrics", ("run_id", "key", "value")),
+            ("data_objects", "data_objects", ("run_id", "channel", "key", "bucket", "version_id", "etag", "size")),
+        ):
+            rows = [row for p in projections for row in getattr(p, attribute)]
+            if rows:
+                conn.execute(
+                    text(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"), rows
+                )
+
+    # -- reading --
+
+    def resolve(self, run_ref: str) -> str:
+        """A run id from a full id, a unique prefix of one, or a job name."""
+        ref = (run_ref or "").strip()
+        if not ref:
+            raise UsageError("no run given", "name a run by its id, a unique prefix of it, or its job name")
+        with self._reading() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT run_id, job_name FROM runs WHERE run_id = :exact OR run_id LIKE :prefix "
+                    "OR job_name = :exact ORDER BY run_id LIMIT 11"
+                ),
+                {"exact": ref, "prefix": ref.upper().replace("%", "").replace("_", "") + "%"},
+            ).all()
+        exact = [r for r in rows if r[0] == ref]
+        if exact:
+            return exact[0][0]
+        if len(rows) == 1:
+            return rows[0][0]
+        if not rows:
+            raise NotFound(f"no run {ref} in {self.where}", "list runs with: ledger runs")
+        shown = ", ".join(f"{r[0]} ({r[1]})" for r in rows[:5])
+        raise UsageError(f"{ref} names {len(rows)} runs: {shown}", "give more characters of the run id")
+
+    def get(self, run_ref: str) -> RunRecord:
+        run_id = self.resolve(run_ref)
+        with self._reading() as conn:
+            return self._fold(conn, run_id)
+
+    def _fold(self, conn, run_id: str) -> RunRecord:
+        rows = conn.execute(
+            text("SELECT seq, body, prev_hash, entry_hash FROM entries WHERE run_id = :r ORDER BY seq"), {"r": run_id}
+        ).all()
+        if not rows:
+            raise NotFound(f"no run {run_id} in {self.where}", "list runs with: ledger runs")
+        return fold_entries([tuple(row) for row in rows])
+
+    def entries(self, run_ref: str | None = None) -> list[EntryRow]:
+        with self._reading() as conn:
+            if run_ref is None:
+                result = conn.execute(text("SELECT * FROM entries ORDER BY seq"))
+            else:
+                result = conn.execute(
+                    text("SELECT * FROM entries WHERE run_id = :r ORDER BY seq"), {"r": self.resolve(run_ref)}
+                )
+            return [EntryRow(**row._mapping) for row in result]
+
+    def head(self) -> tuple[int, str]:
+        with self._reading() as conn:
+            return self._head(conn)
+
+    def runs(self, project: str | None = None, status: str | None = None, where: str | None = None,
+             limit: int | None = None, since: str | None = None, until: str | None = None):
+        """Runs as a pandas DataFrame, newest first: one row a run, `params.*` and `metrics.*` columns."""
+        with self._reading() as conn:
+            return query.runs_frame(conn, project=project, status=status, where=where, limit=limit,
+                                    since=since, until=until)
+
+    def reproductions_of(self, run_ref: str) -> list[str]:
+        run_id = self.resolve(run_ref)
+        with self._reading() as conn:
+            rows = conn.execute(
+                text("SELECT run_id FROM runs WHERE reproduction_of = :r ORDER BY run_id"), {"r": run_id}
+            )
+            return [row[0] for row in rows]
+
+    # -- blobs --
+
+    def put_blob(self, data: bytes) -> str:
+        digest = sha256_hex(data)
+        with self._writing() as conn:
+            exists = conn.execute(text("SELECT 1 FROM blobs WHERE sha256 = :h"), {"h": digest}).first()
+            if not exists:
+                conn.execute(
+                    text("INSERT INTO blobs (sha256, size, data) VALUES (:h, :n, :d)"),
+                    {"h": digest, "n": len(data), "d": data},
+                )
+        return digest
+
+    def get_blob(self, digest: str) -> bytes:
+        with self._reading() as conn:
+            row = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :h"), {"h": digest}).first()
+        if row is None:
+            raise NotFound(f"no blob {digest} in {self.where}", "it was never stored, or the database was replaced")
+        return bytes(row[0])
+
+    # -- integrity --
+
+    def iter_entries(self, batch: int = 20_000) -> Iterator[tuple]:
+        """(seq, run_id, kind, body, prev_hash, entry_hash, recorded_at) in seq order, streamed."""
+        with self._reading() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                text("SELECT seq, run_id, kind, body, prev_hash, entry_hash, recorded_at FROM entries ORDER BY seq")
+            )
+            for chunk in result.partitions(batch):
+                yield from chunk
+
+    def verify(self, check_projections: bool = True) -> VerifyReport:
+        from ledger.store import integrity
+
+        return integrity.verify(self, projections=check_projections)
+
+    def rebuild(self) -> int:
+        """Drop every projection row and derive them again from the log. Returns the number of runs."""
+        from ledger.store import integrity
+
+        projections = [build_projection(record) for record in integrity.fold_all(self.iter_entries())]
+        with self._writing() as conn:
+            for table in ("runs", "params", "metrics", "data_objects"):
+                conn.execute(text(f"DELETE FROM {table}"))
+            for start in range(0, len(projections), 5_000):
+                self._save_projections(conn, projections[start : start + 5_000], replace=False)
+        return len(projections)
+
+
+def _chain_ref(row: EntryRow) -> ChainRef:
+    return ChainRef(seq=row.seq, entry_hash=row.entry_hash, prev_hash=row.prev_hash)
+
+
+def open_ledger(db_url: str | None = None, *, check_schema: bool = True, settings: Settings | None = None) -> Ledger:
+    """Open the ledger at LEDGER_DB_URL (or the given URL); a new database is created at the newest schema."""
+    settings = settings or load_settings(**({"db_url": db_url} if db_url else {}))
+    engine = _make_engine(settings)
+    ledger = Ledger(engine, settings)
+    if check_schema:
+        try:
+            migrate.ensure_current(engine, ledger.where, _lock_path(settings))
+        except exc.OperationalError as err:
+            raise _explain_connection_error(err, ledger.where) from None
+    return ledger
+
+
+def _lock_path(settings: Settings) -> Path | None:
+    path = _sqlite_path(settings.db_url) if settings.is_sqlite else None
+    return path.with_name(path.name + ".migrate-lock") if path else None
+
+
+def upgrade_database(db_url: str | None = None) -> tuple[str | None, str, int]:
+    """`ledger db upgrade`: migrate to head, then rebuild projections from the log. (before, after, runs)."""
+    settings = load_settings(**({"db_url": db_url} if db_url else {}))
+    ledger = open_ledger(settings=settings, check_schema=False)
+    try:
+        before, after = migrate.upgrade(ledger.engine, "head", _lock_path(settings))
+    except exc.OperationalError as err:
+        raise _explain_connection_error(err, ledger.where) from None
+    runs = ledger.rebuild() if before != after else 0
+    return before, after, runs
+

@@ -1,0 +1,142 @@
+"""Queries over the projections: the runs DataFrame and the `--where` filter language.
+
+The filter language is MLflow's search syntax, cut down: conditions joined by `and`, each
+`params.NAME OP VALUE`, `metrics.NAME OP VALUE` or `COLUMN OP VALUE` (project, status, job_name, backend,
+verdict, created_by, gap_count), OP one of = != < <= > >=, VALUE a number or a quoted string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import text
+
+from ledger.errors import UsageError
+
+RUN_FRAME_COLUMNS = (
+    "run_id", "project", "job_name", "backend", "status", "created_at", "created_by", "image_digest",
+    "code_commit", "gap_count", "reproduction_of", "verdict", "model_uri", "model_tree_sha256",
+)
+FILTERABLE_COLUMNS = {"project", "status", "job_name", "backend", "verdict", "created_by", "gap_count", "run_id"}
+OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
+
+_CONDITION = re.compile(
+    r"""\s*(?P<name>[A-Za-z_][\w.\-/:]*)\s*(?P<op><=|>=|!=|=|<|>)\s*
+        (?P<value>'(?:[^']|'')*'|"(?:[^"]|"")*"|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$""",
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    scope: str  # "params" | "metrics" | "column"
+    name: str
+    op: str
+    value: str | float
+    numeric: bool
+    text: str  # the value as written, without quotes
+
+
+def parse_where(where: str) -> list[Condition]:
+    """Pure: the conditions of a `--where` string, or UsageError naming the part that cannot be read."""
+    conditions = []
+    for part in re.split(r"\s+and\s+", where.strip(), flags=re.IGNORECASE):
+        match = _CONDITION.match(part)
+        if not match:
+            raise UsageError(
+                f"cannot read the condition {part.strip()!r}",
+                "write it like: params.max_depth = '5' and metrics.rmse < 2.5",
+            )
+        name, op, raw = match["name"], match["op"], match["value"]
+        quoted = raw[0] in "'\""
+        written = raw[1:-1].replace(raw[0] * 2, raw[0]) if quoted else raw
+        value: str | float = written if quoted else float(raw)
+        if name.startswith(("params.", "param.")):
+            scope, name = "params", name.split(".", 1)[1]
+        elif name.startswith(("metrics.", "metric.")):
+            scope, name = "metrics", name.split(".", 1)[1]
+            if quoted:
+                raise UsageError(f"metric {name} compared with text {raw}", "compare metrics with numbers")
+        elif name in FILTERABLE_COLUMNS:
+            scope = "column"
+        else:
+            raise UsageError(
+                f"unknown field {name!r} in --where",
+                f"use params.NAME, metrics.NAME or one of: {', '.join(sorted(FILTERABLE_COLUMNS))}",
+            )
+        conditions.append(Condition(scope, name, op, value, numeric=not quoted, text=written))
+    return conditions
+
+
+def _param_as_number(dialect: str) -> str:
+    """SQL for a param's text as a number, NULL where it is not one (params are stored as sent: text)."""
+    if dialect == "postgresql":
+        return ("CASE WHEN p.value ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' "
+                "THEN CAST(p.value AS DOUBLE PRECISION) END")
+    return "CASE WHEN trim(p.value) GLOB '*[0-9]*' AND trim(p.value) NOT GLOB '*[^0-9.eE+-]*' " \
+           "THEN CAST(trim(p.value) AS REAL) END"
+
+
+def build_where_sql(conditions: list[Condition], dialect: str) -> tuple[list[str], dict]:
+    """SQL clauses over `runs` and their bind values. Each param/metric condition is an indexed IN (...)."""
+    clauses, binds = [], {}
+    for i, cond in enumerate(conditions):
+        key, val = f"k{i}", f"v{i}"
+        binds[key], binds[val] = cond.name, cond.value
+        if cond.scope == "column":
+            if cond.name != "gap_count":
+                binds[val] = cond.text  # a text column compares as text, even with an unquoted number
+            clauses.append(f"runs.{cond.name} {cond.op} :{val}")
+        elif cond.scope == "metrics":
+            clauses.append(f"runs.run_id IN (SELECT run_id FROM metrics WHERE key = :{key} AND value {cond.op} :{val})")
+        elif cond.numeric:
+            number = _param_as_number(dialect)
+            clauses.append(f"runs.run_id IN (SELECT p.run_id FROM params p WHERE p.key = :{key} AND {number} {cond.op} :{val})")
+        else:
+            clauses.append(f"runs.run_id IN (SELECT run_id FROM params WHERE key = :{key} AND value {cond.op} :{val})")
+    return clauses, binds
+
+
+def runs_frame(conn, project=None, status=None, where=None, limit=None, since=None, until=None) -> pd.DataFrame:
+    clauses, binds = [], {}
+    if project:
+        clauses.append("runs.project = :project")
+        binds["project"] = project
+    if status:
+        clauses.append("runs.status = :status")
+        binds["status"] = status
+    if since:
+        clauses.append("runs.created_at >= :since")
+        binds["since"] = since
+    if until:
+        clauses.append("runs.created_at < :until")
+        binds["until"] = until
+    if where:
+        more, more_binds = build_where_sql(parse_where(where), conn.dialect.name)
+        clauses += more
+        binds.update(more_binds)
+    sql = f"SELECT {', '.join(RUN_FRAME_COLUMNS)}, params_json, metrics_json FROM runs"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY runs.run_id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    rows = conn.execute(text(sql), binds).all()
+    return build_runs_frame(rows)
+
+
+def build_runs_frame(rows) -> pd.DataFrame:
+    """Pure: rows of (RUN_FRAME_COLUMNS..., params_json, metrics_json) into one wide DataFrame."""
+    n = len(RUN_FRAME_COLUMNS)
+    frame = pd.DataFrame.from_records([row[:n] for row in rows], columns=list(RUN_FRAME_COLUMNS))
+    if not rows:
+        return frame
+    frame["created_at"] = pd.to_datetime(frame["created_at"], format="ISO8601", utc=True)
+    params = pd.DataFrame.from_records([json.loads(row[n]) for row in rows])
+    metrics = pd.DataFrame.from_records([json.loads(row[n + 1]) for row in rows]).astype("float64")
+    return pd.concat(
+        [frame, params.add_prefix("params."), metrics.add_prefix("metrics.")], axis=1
+    )

@@ -1,0 +1,96 @@
+"""Terminal views of records, for the command line. Pure: records in, Rich renderables out."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+
+from ledger.record import RunRecord
+
+
+def _facts(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for name, value in rows:
+        table.add_row(name, "-" if value in (None, "", [], {}) else str(value))
+    return table
+
+
+def render_record(record: RunRecord) -> Group:
+    pins, outcome = record.pins, record.outcome
+    parts = [
+        _facts(f"Run {record.run_id}", [
+            ("job name", record.job_name), ("project", record.project), ("backend", record.backend),
+            ("created", record.created_at), ("by", record.created_by), ("reproduces", record.reproduction_of),
+            ("verdict", record.verdict.result if record.verdict else None),
+        ]),
+        _facts("Image", [("uri", pins.image.uri), ("digest", pins.image.digest),
+                         ("pinned", pins.image.pinned_uri), ("source", pins.image.source)]),
+        _facts("Code", [("repo", pins.code.repo_url), ("commit", pins.code.commit), ("branch", pins.code.branch),
+                        ("dirty", pins.code.dirty), ("diff sha256", pins.code.diff_sha256),
+                        ("untracked", ", ".join(pins.code.untracked)),
+                        ("source archive", pins.code.source_archive.uri if pins.code.source_archive else None)]),
+    ]
+    data = Table(title="Data", title_justify="left")
+    for column in ("channel", "uri", "objects", "bytes", "manifest sha256", "pinned", "snapshot"):
+        data.add_column(column, overflow="fold")
+    for name, channel in sorted(pins.data.items()):
+        data.add_row(name, channel.uri, str(channel.object_count), str(channel.total_bytes),
+                     (channel.manifest_sha256 or "-")[:16], "yes" if channel.pinned else "no", channel.snapshot_uri or "")
+    parts.append(data)
+    parts.append(_facts("Hyperparameters", sorted(pins.hyperparameters.items())))
+    hw = pins.hardware
+    parts.append(_facts("Hardware", [("instance", hw.instance_type), ("count", hw.instance_count),
+                                     ("volume GB", hw.volume_gb), ("vCPU", hw.vcpu), ("memory GiB", hw.memory_gib),
+                                     ("GPU", f"{hw.gpu_count} x {hw.gpu}" if hw.gpu else None)]))
+    env = pins.environment
+    parts.append(_facts("Environment", [("python", env.python), ("platform", env.platform),
+                                        ("packages", len(env.packages)), ("fingerprint", env.fingerprint)]))
+    artifact = outcome.model_artifact
+    parts.append(_facts("Outcome", [
+        ("status", outcome.status), ("arn", outcome.arn), ("started", outcome.started_at),
+        ("ended", outcome.ended_at), ("billable seconds", outcome.billable_seconds),
+        ("failure", outcome.failure_reason),
+        *[(f"metric {k}", v) for k, v in sorted(outcome.metrics.items())],
+        ("model", artifact.uri if artifact else None), ("model tree sha256", artifact.tree_sha256 if artifact else None),
+    ]))
+    gaps = Table(title=f"Gaps ({len(pins.gaps)})", title_justify="left")
+    for column in ("what", "why", "fix"):
+        gaps.add_column(column, overflow="fold")
+    for gap in pins.gaps:
+        gaps.add_row(gap.what, gap.why, gap.fix)
+    parts.append(gaps)
+    if record.chain:
+        parts.append(_facts("Chain", [("seq", record.chain.seq), ("entry hash", record.chain.entry_hash)]))
+    return Group(*parts)
+
+
+def _missing(value) -> bool:
+    return value is None or value != value  # None, or NaN (pandas' missing value)
+
+
+def _number(value) -> str:
+    return "" if _missing(value) else f"{float(value):.6g}"
+
+
+def _text(value, empty: str = "") -> str:
+    return empty if _missing(value) else str(value)
+
+
+def render_runs(frame, max_metrics: int = 3) -> Table:
+    """The runs DataFrame as a table; the run id never wraps, since users copy it."""
+    table = Table(title=f"{len(frame)} run(s)", title_justify="left")
+    table.add_column("run id", no_wrap=True, min_width=26)
+    for column in ("job name", "project", "status", "created", "gaps", "verdict"):
+        table.add_column(column, overflow="fold")
+    metric_columns = [c for c in frame.columns if c.startswith("metrics.")][:max_metrics]
+    for column in metric_columns:
+        table.add_column(column.removeprefix("metrics."), justify="right")
+    for row in frame.to_dict("records"):
+        table.add_row(
+            row["run_id"], row["job_name"], row["project"], _text(row["status"], "-"),
+            row["created_at"].strftime("%Y-%m-%d %H:%M:%S"), str(row["gap_count"]), _text(row["verdict"]),
+            *[_number(row[c]) for c in metric_columns],
+        )
+    return table

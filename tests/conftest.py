@@ -1,0 +1,94 @@
+"""Shared fixtures: a fresh LEDGER_HOME, real SQLite and real PostgreSQL stores, and a real moto server as AWS.
+
+Nothing here is a mock of the product: the store is a real database, AWS is moto's HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def ledger_home(tmp_path, monkeypatch):
+    """An empty LEDGER_HOME, and no store or MLflow settings leaking in from the caller's environment."""
+    home = tmp_path / "ledger-home"
+    monkeypatch.setenv("LEDGER_HOME", str(home))
+    for name in ("LEDGER_DB_URL", "LEDGER_MLFLOW_URI", "MLFLOW_TRACKING_URI", "LEDGER_STRICT", "LEDGER_DATA_PIN"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def _new_pg_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return name, f"{base}/{name}"
+
+
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url():
+    """A new, empty PostgreSQL database on this machine's server, dropped afterwards."""
+    name, url = _new_pg_database()
+    yield url
+    _drop_pg_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, ledger_home, monkeypatch):
+    """Each test that takes this runs twice: on a SQLite file in LEDGER_HOME and on a new PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{ledger_home / 'ledger.db'}"
+        monkeypatch.setenv("LEDGER_DB_URL", url)
+        yield url
+    else:
+        name, url = _new_pg_database()
+        monkeypatch.setenv("LEDGER_DB_URL", url)
+        yield url
+        _drop_pg_database(name)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's real HTTP server on 127.0.0.1, one per test session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """Point every boto3/botocore client in this process (and its children) at the moto server.
+
+    AWS_ENDPOINT_URL is honoured by botocore for every service, so the SageMaker SDKs need no patching.
+    Each test gets moto's state reset, so tests do not see each other's buckets and jobs.
+    """
+    import requests
+
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_server
