@@ -92,6 +92,20 @@ def verify_command(as_json: bool = JSON_OPTION,
         )
 
 
+@app.command("sync")
+def sync_command(as_json: bool = JSON_OPTION):
+    """Settle runs still in flight (by job name, through SageMaker) and append records spooled while the
+    database could not be written."""
+    from ledger.recorder import sync_runs
+
+    report = sync_runs(_open())
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    out.print(f"imported {len(report.imported)} spooled record(s); settled {len(report.settled)} run(s); "
+              f"{len(report.in_flight)} still running; {len(report.unreachable)} could not be asked about")
+
+
 # --- the database ----------------------------------------------------------------------------------------------
 
 

@@ -292,6 +292,10 @@ class Ledger:
         shown = ", ".join(f"{r[0]} ({r[1]})" for r in rows[:5])
         raise UsageError(f"{ref} names {len(rows)} runs: {shown}", "give more characters of the run id")
 
+    def has_run(self, run_id: str) -> bool:
+        with self._reading() as conn:
+            return conn.execute(text("SELECT 1 FROM runs WHERE run_id = :r"), {"r": run_id}).first() is not None
+
     def get(self, run_ref: str) -> RunRecord:
         run_id = self.resolve(run_ref)
         with self._reading() as conn:

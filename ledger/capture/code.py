@@ -1,0 +1,300 @@
+"""Code: the git commit, branch, remote and uncommitted diff, and the source the SDK uploaded for the job.
+
+A detached HEAD is a fact (recorded as `detached: true`), not a gap. No repository, no commit, no remote, or a
+commit no remote has are gaps: each means the code cannot be fetched again from anywhere but this machine.
+The uncommitted diff is returned as bytes (binary-safe, `git diff HEAD --binary`) for the caller to store as a
+blob; the record holds its sha256.
+
+What the job really ran is the uploaded source: SDK 2.x names its `sourcedir.tar.gz` in the hyperparameter
+`sagemaker_submit_directory`; SDK 3.x uploads S3Prefix channels `code` and `sm_drivers`, usually into a bucket
+without versioning, so those are pinned by a digest of their content (FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ledger.capture import aws_error_code, client_for
+from ledger.errors import UsageError
+from ledger.record import CodePin, Gap, SourceArchive, sha256_hex
+
+MAX_UNTRACKED_LISTED = 1000
+SDK3_CODE_CHANNELS = ("code", "sm_drivers")
+# A canonical patch whatever the user's git config says: no colour, no external diff drivers or text
+# conversions, binary changes included so that `git apply` can restore the tree.
+DIFF_OPTIONS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv")
+
+
+# --- pure decisions ---------------------------------------------------------------------------------------------
+
+
+def build_public_remote_url(url: str) -> str:
+    """A remote URL without the credentials some people embed in it (https://user:token@host/…)."""
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return url
+
+
+def decode_hyperparameter(value: Any) -> Any:
+    """SDK 2.x sends hyperparameters JSON-encoded ('"s3://…"'); a value that is not JSON is taken as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def plan_submit_directory(request: dict[str, Any] | None) -> str | None:
+    """The `sagemaker_submit_directory` a request names, decoded, or None."""
+    value = ((request or {}).get("HyperParameters") or {}).get("sagemaker_submit_directory")
+    value = decode_hyperparameter(value)
+    return value if isinstance(value, str) and value else None
+
+
+def plan_code_path(request: dict[str, Any] | None) -> str | None:
+    """A local source directory named by the request (local mode: file://…), whose repository should be used."""
+    submit = plan_submit_directory(request)
+    if submit and submit.startswith("file://"):
+        return submit[len("file://") :]
+    return None
+
+
+def plan_code_channel_names(request: dict[str, Any]) -> list[str]:
+    """The 3.x code channels of a request. A channel named `code` alone may be user data, so `sm_drivers`, which
+    only ModelTrainer makes, must be there too."""
+    names = [c.get("ChannelName") for c in request.get("InputDataConfig") or []]
+    if "sm_drivers" not in names:
+        return []
+    return [name for name in SDK3_CODE_CHANNELS if name in names]
+
+
+def plan_tree_sha256(pairs: list[tuple[str, str]]) -> str:
+    """Digest of a tree of (relative path, sha256) pairs, independent of where it is stored and of timestamps.
+
+    The product's one rule for tree digests (content_store.build_tree_digest), so a 3.x code channel, a 2.x
+    sourcedir.tar.gz and the local backend's staged code compare equal when they hold the same files.
+    """
+    from ledger.content_store import build_tree_digest
+
+    return build_tree_digest(dict(pairs))
+
+
+# --- git --------------------------------------------------------------------------------------------------------
+
+
+def capture_code(
+    path: str | os.PathLike | None = None, request: dict[str, Any] | None = None
+) -> tuple[CodePin, list[Gap], bytes]:
+    """Pin the git state of the repository holding `path`.
+
+    `path` defaults to a local submit directory named by `request`, then to the working directory. The caller
+    passes the source_dir of an estimator when it is local, since a notebook's working directory may be
+    elsewhere. Returns (pin, gaps, diff bytes; empty when the tree is clean).
+    """
+    path = os.fspath(path or plan_code_path(request) or os.getcwd())
+    try:
+        import git
+    except ImportError as error:  # GitPython refuses to import without a git executable
+        return CodePin(), [Gap(what="code", why=f"git is not available: {error}", fix="install git")], b""
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        gap = Gap(
+            what=f"code in {path}",
+            why="not inside a git repository: the code that launched the job is not recorded",
+            fix=f"cd {path} && git init && git add -A && git commit -m 'code for training', then launch again",
+        )
+        return CodePin(), [gap], b""
+    with repo:
+        try:
+            return _capture_repo(repo, path)
+        except git.GitCommandError as error:
+            return CodePin(), [Gap(what=f"code in {path}", why=f"git failed: {error}", fix="check the repository")], b""
+
+
+def _capture_repo(repo, path: str) -> tuple[CodePin, list[Gap], bytes]:
+    gaps: list[Gap] = []
+    root = repo.working_tree_dir
+    what = f"code in {root}"
+    try:
+        commit = repo.head.commit.hexsha
+    except ValueError:  # a repository without any commit yet
+        commit = None
+        gaps.append(Gap(what=what, why="the repository has no commit yet", fix="git add -A && git commit -m 'first'"))
+    detached = repo.head.is_detached
+    branch = None if detached else repo.active_branch.name
+
+    remote_url, remote_name = _remote(repo)
+    if remote_url is None:
+        gaps.append(
+            Gap(
+                what=what,
+                why="no remote: the commit exists only on this machine",
+                fix="git remote add origin <url> && git push -u origin HEAD",
+            )
+        )
+    elif commit and not repo.git.branch("-r", "--contains", commit).strip():
+        gaps.append(
+            Gap(
+                what=f"{what}, commit {commit[:12]}",
+                why=f"no branch of remote {remote_name} contains the commit (not pushed, as far as this clone knows)",
+                fix=f"git push {remote_name} HEAD" + (f":{branch}" if branch else ":refs/heads/<branch>"),
+            )
+        )
+
+    dirty = repo.is_dirty(index=True, working_tree=True, untracked_files=False)
+    diff = b""
+    if dirty and commit:
+        diff = repo.git.diff("HEAD", *DIFF_OPTIONS, stdout_as_string=False, strip_newline_in_stdout=False)
+    untracked = repo.untracked_files
+    pin = CodePin(
+        repo_url=remote_url,
+        commit=commit,
+        branch=branch,
+        dirty=dirty,
+        diff_sha256=sha256_hex(diff) if diff else None,
+        untracked=untracked[:MAX_UNTRACKED_LISTED],
+        detached=detached,
+        untracked_count=len(untracked),
+        repo_root=root,
+    )
+    return pin, gaps, diff
+
+
+def _remote(repo) -> tuple[str | None, str | None]:
+    """(URL without credentials, name) of `origin`, else of the first remote; (None, None) without one."""
+    remotes = list(repo.remotes)
+    if not remotes:
+        return None, None
+    chosen = next((r for r in remotes if r.name == "origin"), remotes[0])
+    try:
+        urls = list(chosen.urls)
+    except Exception:  # a remote without a url: treated as no remote
+        return None, None
+    return (build_public_remote_url(urls[0]), chosen.name) if urls else (None, None)
+
+
+# --- uploaded source --------------------------------------------------------------------------------------------
+
+
+def _sha256_stream(body, sink=None) -> str:
+    hasher = hashlib.sha256()
+    for chunk in iter(lambda: body.read(1024 * 1024), b""):
+        hasher.update(chunk)
+        if sink is not None:
+            sink.write(chunk)
+    return hasher.hexdigest()
+
+
+def _archive_tree_sha256(path: str | os.PathLike) -> str | None:
+    """The tree digest of a tar archive's files (content_store's rule), or None when it is not a tar archive."""
+    import tarfile
+
+    from ledger.content_store import tree_sha256
+
+    try:
+        return tree_sha256(path)
+    except (tarfile.TarError, OSError, EOFError):
+        return None
+
+
+def capture_source_archive(request: dict[str, Any], session=None) -> tuple[SourceArchive | None, list[Gap]]:
+    """The SDK 2.x source archive named by `sagemaker_submit_directory`: version id, sha256 and tree_sha256.
+
+    One GET: the archive is small, so it is read once to hash its bytes and its files. `tree_sha256` ignores the
+    timestamps the SDK writes into every new tar, so the same code uploaded twice compares equal. None when the
+    request names no archive. A local (file://) directory is pinned by its tree digest alone. A bucket without
+    versioning is not a gap: the archive's key is unique to the job and both digests are recorded (a reproduction
+    checks them); the git pin is the copy that can be fetched again.
+    """
+    import tempfile
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    uri = plan_submit_directory(request)
+    if not uri:
+        return None, []
+    what = f"source archive {uri}"
+    if uri.startswith("file://"):
+        from ledger.capture.data import file_uri_path, hash_file
+
+        local = file_uri_path(uri)
+        if not local.exists():
+            return SourceArchive(uri=uri), [Gap(what=what, why=f"{local} does not exist", fix="correct source_dir")]
+        if local.is_dir():
+            from ledger.content_store import tree_sha256
+
+            return SourceArchive(uri=uri, tree_sha256=tree_sha256(local)), []
+        return SourceArchive(uri=uri, sha256=hash_file(local), tree_sha256=_archive_tree_sha256(local)), []
+    from ledger.capture.data import parse_s3_uri
+
+    try:
+        bucket, key = parse_s3_uri(uri)
+    except UsageError as error:
+        return SourceArchive(uri=uri), [Gap(what=what, why=error.message, fix=error.hint)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="ledger-source-") as scratch:
+            copy_path = os.path.join(scratch, "archive")
+            response = client_for(session, "s3").get_object(Bucket=bucket, Key=key)
+            with open(copy_path, "wb") as sink:
+                sha = _sha256_stream(response["Body"], sink)
+            tree = _archive_tree_sha256(copy_path)
+    except ClientError as error:
+        code = aws_error_code(error)
+        return SourceArchive(uri=uri), [
+            Gap(what=what, why=f"the archive cannot be read: {code}", fix=f"grant s3:GetObject on s3://{bucket}/{key}")
+        ]
+    except BotoCoreError as error:
+        gap = Gap(what=what, why=f"S3 could not be reached: {error}", fix="check the network")
+        return SourceArchive(uri=uri), [gap]
+    version_id = response.get("VersionId")
+    version_id = None if version_id in (None, "null") else version_id
+    return SourceArchive(uri=uri, version_id=version_id, sha256=sha, tree_sha256=tree), []
+
+
+def capture_code_channels(request: dict[str, Any], session=None) -> tuple[dict[str, dict[str, Any]], list[Gap]]:
+    """The SDK 3.x code channels, each pinned by content: {name: {uri, tree_sha256, object_count, total_bytes}}.
+
+    tree_sha256 is the tree digest (plan_tree_sha256) of (key relative to the channel URI, sha256 of the bytes),
+    so the same code uploaded under another job's prefix has the same digest. One listing, then one GET per file
+    (code is small).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ledger.capture.data import parse_s3_uri
+
+    names = set(plan_code_channel_names(request))
+    pinned: dict[str, dict[str, Any]] = {}
+    gaps: list[Gap] = []
+    for channel in request.get("InputDataConfig") or []:
+        name = channel.get("ChannelName")
+        if name not in names:
+            continue
+        uri = ((channel.get("DataSource") or {}).get("S3DataSource") or {}).get("S3Uri", "")
+        try:
+            bucket, prefix = parse_s3_uri(uri)
+            s3 = client_for(session, "s3")
+            pairs, total = [], 0
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for entry in page.get("Contents", []):
+                    body = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"]
+                    pairs.append((entry["Key"][len(prefix) :].lstrip("/"), _sha256_stream(body)))
+                    total += entry.get("Size", 0)
+            pinned[name] = {
+                "uri": uri,
+                "tree_sha256": plan_tree_sha256(pairs),
+                "object_count": len(pairs),
+                "total_bytes": total,
+            }
+        except UsageError as error:
+            gaps.append(Gap(what=f"code channel {name}", why=error.message, fix=error.hint))
+        except (ClientError, BotoCoreError) as error:
+            why = f"cannot be read: {aws_error_code(error)}"
+            gaps.append(Gap(what=f"code channel {name} ({uri})", why=why, fix="grant s3:ListBucket and s3:GetObject"))
+    return pinned, gaps

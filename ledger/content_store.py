@@ -1,0 +1,367 @@
+"""A content-addressed store of files under LEDGER_HOME/objects/sha256/ab/cdef…, and local-file pins made with it.
+
+Why it exists: a `file://` channel is a moving reference (anyone can edit the files), so a local job could not be
+run again identically. Pinning a channel copies each file into this store under its sha256 and records a manifest
+(DataChannelPin-shaped); staging restores the channel from the store by that manifest, even after the original
+files changed. Identical bytes are stored once.
+
+An object is written once and never changed. Its mtime is set to 0 when it is stored: a job that writes into a
+staged (hard-linked) input would change it, and `has()` then treats the object as damaged rather than trusting it.
+
+Also here: `tree_sha256` (the digest of an artifact's contents, equal for archives of the same files with other
+timestamps) and `pack_tar_gz` (a deterministic tar.gz), which the backends use for model artifacts and source code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from ledger.errors import NotFound, UsageError
+from ledger.record import canonical_bytes
+
+CAS_PREFIX = "ledger-cas://sha256/"
+_CHUNK = 8 << 20  # 8 MiB reads: large enough that hashing runs at OpenSSL speed
+
+
+# --- digests (pure but for reading the files they are given) ---------------------------------------------------
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def build_tree_digest(entries: dict[str, str]) -> str:
+    """sha256 of a `sha256sum`-style listing ("<sha256>  <path>\\n", sorted by path) of {relative path: sha256}."""
+    listing = "".join(f"{entries[p]}  {p}\n" for p in sorted(entries))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def tree_sha256(path_or_tar: str | Path) -> str:
+    """Digest of a directory's or a tar archive's regular files: their sorted relative paths and each one's sha256.
+
+    Timestamps, owners, modes and the order inside an archive do not count, so a model packed twice compares equal.
+    """
+    path = Path(path_or_tar)
+    entries: dict[str, str] = {}
+    if path.is_dir():
+        for file in _walk_files(path):
+            entries[file.relative_to(path).as_posix()] = sha256_file(file)
+    else:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isfile():
+                    data = tar.extractfile(member)
+                    entries[_normal_member_name(member.name)] = hashlib.file_digest(data, "sha256").hexdigest()
+    return build_tree_digest(entries)
+
+
+def _normal_member_name(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
+def _walk_files(root: Path) -> list[Path]:
+    """Regular files under root (symlinks to files followed, as `cp -L` would), sorted for a stable order."""
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            file = Path(dirpath, name)
+            if file.is_file():
+                found.append(file)
+    return sorted(found)
+
+
+# --- deterministic archives -------------------------------------------------------------------------------------
+
+
+def pack_tar_gz(src_dir: str | Path, dest: str | Path) -> str:
+    """Pack the files under src_dir into dest as tar.gz, byte-identical for identical files; returns its sha256.
+
+    Sorted entries, mtime 0, owner 0/0 with no names, modes 0644 or 0755, and a gzip header without time or name:
+    the same files give the same archive on any machine at any time.
+    """
+    src = Path(src_dir)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for file in _walk_files(src):
+                    info = tarfile.TarInfo(file.relative_to(src).as_posix())
+                    st = file.stat()
+                    info.size = st.st_size
+                    info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+                    info.mtime = 0
+                    with open(file, "rb") as f:
+                        tar.addfile(info, f)
+    return sha256_file(dest)
+
+
+def extract_tar(archive: str | Path, dest: str | Path) -> None:
+    """Extract an archive with the 'data' filter: no absolute paths, no escaping dest, no device files."""
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(dest, filter="data")
+
+
+# --- the store --------------------------------------------------------------------------------------------------
+
+
+def cas_uri(digest: str) -> str:
+    return f"{CAS_PREFIX}{digest}"
+
+
+def parse_cas_uri(uri: str) -> str:
+    """The digest named by ledger-cas://sha256/<64 hex>; UsageError for anything else."""
+    digest = uri[len(CAS_PREFIX):] if uri.startswith(CAS_PREFIX) else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise UsageError(f"{uri!r} is not a content-store reference", f"expected {CAS_PREFIX}<64 lowercase hex>")
+    return digest
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    digest: str
+    size: int
+
+
+def _identity(path: Path) -> tuple[int, int, int, int, int]:
+    # ctime cannot be set by a user: if it is unchanged, the file's bytes are unchanged.
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class ContentStore:
+    """Objects at <home>/objects/sha256/<first two hex>/<other 62 hex>; each written once, read-only."""
+
+    def __init__(self, home: str | Path):
+        self.home = Path(home)
+        self.root = self.home / "objects" / "sha256"
+        self.tmp = self.home / "objects" / "tmp"  # beside the objects, so that installing one is a rename
+
+    def path_of(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:]
+
+    def has(self, digest: str) -> bool:
+        """True when the object is there and was not written since it was stored (its mtime is still 0)."""
+        try:
+            return self.path_of(digest).stat().st_mtime == 0
+        except FileNotFoundError:
+            return False
+
+    def put_file(self, path: str | Path) -> StoredObject:
+        """Store a copy of the file; return its digest. A file already stored costs one read, not a copy."""
+        path = Path(path)
+        before = _identity(path)
+        digest = sha256_file(path)
+        if self.has(digest):
+            return StoredObject(digest, before[2])
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
+        os.close(fd)
+        shutil.copyfile(path, tmp_name)  # a kernel copy (sendfile): no bytes pass through Python
+        if _identity(path) != before:
+            # The file changed while we read it: trust only the bytes we copied.
+            digest = sha256_file(tmp_name)
+        return StoredObject(self._install(Path(tmp_name), digest), os.path.getsize(self.path_of(digest)))
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.has(digest):
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self._install(Path(tmp_name), digest)
+        return digest
+
+    def _install(self, tmp: Path, digest: str) -> str:
+        final = self.path_of(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.utime(tmp, (0, 0))
+        os.replace(tmp, final)  # atomic; replaces a damaged object of the same name
+        return digest
+
+    def read_bytes(self, digest: str) -> bytes:
+        return self._checked_path(digest).read_bytes()
+
+    def stage(self, digest: str, dest: str | Path) -> Path:
+        """Put the object at dest: a hard link (instant, no space), or a copy across file systems."""
+        source = self._checked_path(digest)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, dest)
+        except OSError:
+            shutil.copyfile(source, dest)
+        return dest
+
+    def _checked_path(self, digest: str) -> Path:
+        if not self.has(digest):
+            raise NotFound(
+                f"object sha256:{digest[:12]}… is not in the content store {self.root}",
+                "it was never stored here, or was deleted or modified; pin the original files again",
+            )
+        return self.path_of(digest)
+
+
+def open_content_store(home: str | Path | None = None) -> ContentStore:
+    if home is None:
+        from ledger.config import load_settings
+
+        home = load_settings().home
+    return ContentStore(home)
+
+
+# --- local file pins --------------------------------------------------------------------------------------------
+
+
+def local_path_of(uri: str) -> Path:
+    """The path named by file:///abs, file://relative or a bare path (relative to the working directory)."""
+    raw = unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
+    if "://" in raw or not raw:
+        raise UsageError(f"{uri!r} is not a local path", "use file:///absolute/path or a path")
+    return Path(raw).expanduser().absolute()
+
+
+def build_manifest_objects(entries: list[tuple[str, str, int]]) -> list[dict]:
+    """DataObject dicts sorted by key, from (key, sha256, size); the sha256 goes in `etag`."""
+    return [{"key": k, "version_id": None, "etag": d, "size": s} for k, d, s in sorted(entries)]
+
+
+def build_file_pin(uri: str, objects: list[dict], manifest_sha256: str) -> dict:
+    return {
+        "uri": uri,
+        "kind": "file",
+        "objects": objects,
+        "object_count": len(objects),
+        "total_bytes": sum(o["size"] for o in objects),
+        "manifest_sha256": manifest_sha256,
+        "pinned": True,
+        "snapshot_uri": cas_uri(manifest_sha256),
+    }
+
+
+def manifest_digest(objects: list[dict]) -> str:
+    """sha256 of the canonical JSON of the sorted objects list; the manifest is stored under this digest."""
+    return hashlib.sha256(canonical_bytes(objects)).hexdigest()
+
+
+def pin_file_channel(uri: str, store: ContentStore | None = None) -> dict:
+    """Copy a file or a directory's files into the store; return a DataChannelPin-shaped dict.
+
+    Keys are paths relative to the directory (a single file's key is its name), as the channel will see them.
+    The manifest itself is stored too, so `snapshot_uri` (ledger-cas://sha256/<manifest_sha256>) names the channel.
+    """
+    store = store or open_content_store()
+    path = local_path_of(uri)
+    if path.is_dir():
+        files = [(f.relative_to(path).as_posix(), f) for f in _walk_files(path)]
+    elif path.is_file():
+        files = [(path.name, path)]
+    else:
+        raise NotFound(f"{uri} does not exist", "check the path of the channel")
+    entries = []
+    for key, file in files:
+        stored = store.put_file(file)
+        entries.append((key, stored.digest, stored.size))
+    objects = build_manifest_objects(entries)
+    digest = store.put_bytes(canonical_bytes(objects))  # stored under manifest_digest(objects)
+    return build_file_pin(uri, objects, digest)
+
+
+def load_manifest(manifest_sha256: str, store: ContentStore | None = None) -> list[dict]:
+    store = store or open_content_store()
+    return json.loads(store.read_bytes(manifest_sha256))
+
+
+def stage_file_pin(pin: dict, dest: str | Path, store: ContentStore | None = None) -> list[Path]:
+    """Restore a pinned channel into dest from the store: each object at its key. Returns the staged files.
+
+    Every object is checked before any is linked, so a channel is staged whole or not at all.
+    """
+    store = store or open_content_store()
+    dest = Path(dest)
+    objects = pin.get("objects") or []
+    if not objects and pin.get("manifest_sha256"):
+        objects = load_manifest(pin["manifest_sha256"], store)
+    missing = [o["key"] for o in objects if not store.has(o["etag"])]
+    if missing:
+        raise NotFound(
+            f"{len(missing)} file(s) of the pinned channel {pin.get('uri')} are not in the content store "
+            f"(first: {missing[0]})",
+            f"the store at {store.root} lost them; pin the channel again from its files",
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for obj in objects:
+        target = (dest / obj["key"]).resolve()
+        if not target.is_relative_to(dest.resolve()):
+            raise UsageError(f"pinned key {obj['key']!r} points outside the channel", "the pin is malformed")
+        staged.append(store.stage(obj["etag"], target))
+    return staged
+
+
+def stage_cas_uri(uri: str, dest: str | Path, store: ContentStore | None = None) -> tuple[dict, list[Path]]:
+    """Stage a channel named by ledger-cas://sha256/<manifest digest>; returns the pin it amounts to and the files."""
+    store = store or open_content_store()
+    digest = parse_cas_uri(uri)
+    objects = load_manifest(digest, store)
+    pin = build_file_pin(uri, objects, digest)
+    return pin, stage_file_pin(pin, dest, store)
+
+
+def pin_source_dir(path: str | Path, store: ContentStore | None = None) -> dict:
+    """Pack a source directory deterministically into the store; returns a SourceArchive-shaped dict.
+
+    Its `uri` (ledger-cas://sha256/<archive digest>) can be given as `sagemaker_submit_directory` to a local job.
+    """
+    store = store or open_content_store()
+    src = local_path_of(str(path))
+    if not src.is_dir():
+        raise NotFound(f"source directory {src} does not exist", "check --source-dir")
+    store.tmp.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store.tmp) as tmp:
+        archive = Path(tmp) / "sourcedir.tar.gz"
+        pack_tar_gz(src, archive)
+        stored = store.put_file(archive)
+    return {"uri": cas_uri(stored.digest), "version_id": None, "sha256": stored.digest}
+
+
+__all__ = [
+    "CAS_PREFIX",
+    "ContentStore",
+    "StoredObject",
+    "build_tree_digest",
+    "cas_uri",
+    "extract_tar",
+    "load_manifest",
+    "local_path_of",
+    "manifest_digest",
+    "open_content_store",
+    "pack_tar_gz",
+    "parse_cas_uri",
+    "pin_file_channel",
+    "pin_source_dir",
+    "sha256_file",
+    "stage_cas_uri",
+    "stage_file_pin",
+    "tree_sha256",
+]

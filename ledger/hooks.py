@@ -1,0 +1,190 @@
+"""autolog(): botocore handlers that capture every CreateTrainingJob, whichever SDK builds it.
+
+Every SDK generation ends in one API call, so one handler on `before-parameter-build.sagemaker.CreateTrainingJob`
+sees the complete request (SDK 2.x Estimator.fit, framework estimators, @remote, SDK 3.x ModelTrainer.train, raw
+boto3). botocore copies handlers into a session when the session is made, and into a client when the client is
+made, so autolog installs in three places:
+  1. botocore.handlers.BUILTIN_HANDLERS: every botocore session made afterwards has the handlers;
+  2. the sessions it can find that exist already: boto3.DEFAULT_SESSION and the one passed as `boto_session`;
+  3. the SageMaker client of a `sagemaker.Session` passed as `boto_session` (its client exists already).
+A client made before autolog() from a session that autolog cannot see is not captured (README says so).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.config import load_settings
+
+CREATE = "before-parameter-build.sagemaker.CreateTrainingJob"
+CREATED = "after-call.sagemaker.CreateTrainingJob"
+DESCRIBED = "after-call.sagemaker.DescribeTrainingJob"
+UNIQUE_ID = "ledger-autolog"
+
+
+@dataclass
+class _Options:
+    project: str | None
+    strict: bool | None
+    data_pin: str | None
+    session: Any  # a boto3 Session for capture's own AWS calls (ECR, S3, STS); None: the default chain
+
+
+class _State:
+    def __init__(self) -> None:
+        self.options: _Options | None = None
+        self.lock = threading.Lock()
+        self.pending: dict[str, str] = {}  # job name -> run id, for jobs launched by this process not yet settled
+        self.registered: list[weakref.ref] = []  # event emitters we registered on, to unregister on disable
+
+
+_STATE = _State()
+
+
+# --- the handlers ---------------------------------------------------------------------------------------------
+
+
+def _on_create(params: dict, context: dict | None = None, **_: Any) -> None:
+    """Capture and pin, then rewrite `params` in place: botocore validates and sends what we leave here."""
+    options = _STATE.options
+    if options is None:
+        return
+    from ledger.errors import CaptureRefused
+    from ledger.recorder import _say, capture_request, save_launch
+
+    try:
+        settings = load_settings(strict=options.strict, data_pin=options.data_pin)
+        capture = capture_request(params, session=options.session, settings=settings, project=options.project)
+        record = save_launch(capture, settings)
+    except CaptureRefused:
+        raise  # strict mode: the one case where the ledger stops a job
+    except Exception as error:  # noqa: BLE001 - never break the user's job
+        _say(f"ledger: capture failed ({type(error).__name__}: {error}); the job was sent unrecorded")
+        return
+    params.clear()
+    params.update(capture.request)
+    with _STATE.lock:
+        _STATE.pending[record.job_name] = record.run_id
+    if context is not None:
+        context["ledger_run_id"] = record.run_id
+
+
+def _on_created(parsed: dict, context: dict | None = None, **_: Any) -> None:
+    """The job exists: record its ARN (after the launch, failures only warn)."""
+    run_id = (context or {}).get("ledger_run_id")
+    arn = (parsed or {}).get("TrainingJobArn")
+    if not run_id or not arn:
+        return
+    _after_launch(lambda book: book.record_outcome(run_id, {"status": "InProgress", "arn": arn}))
+
+
+def _on_described(parsed: dict, **_: Any) -> None:
+    """A describe that shows one of our jobs ended (fit(wait=True) polls this): record its outcome once."""
+    status = (parsed or {}).get("TrainingJobStatus")
+    name = (parsed or {}).get("TrainingJobName")
+    from ledger.recorder import TERMINAL_STATUSES, settle
+
+    if status not in TERMINAL_STATUSES:
+        return
+    with _STATE.lock:
+        run_id = _STATE.pending.pop(name, None)
+    if run_id:
+        session = _STATE.options.session if _STATE.options else None
+        _after_launch(lambda book: settle(book, run_id, parsed, session))
+
+
+def _after_launch(action) -> None:
+    from ledger.recorder import _say
+    from ledger.store.ledger import open_ledger
+
+    try:
+        action(open_ledger())
+    except Exception as error:  # noqa: BLE001 - the job runs on; `ledger sync` settles it later
+        _say(f"ledger: could not record the job's progress ({error}); `ledger sync` will settle it")
+
+
+HANDLERS = ((CREATE, _on_create), (CREATED, _on_created), (DESCRIBED, _on_described))
+
+
+# --- installing -----------------------------------------------------------------------------------------------
+
+
+def _emitters_of(target: Any) -> list[Any]:
+    """The event emitters a session-like object exposes: botocore/boto3 sessions, clients, sagemaker.Session."""
+    emitters = []
+    if target is None:
+        return emitters
+    if hasattr(target, "sagemaker_client"):  # sagemaker.Session (SDK 2.x and 3.x): its clients exist already
+        for attribute in ("sagemaker_client", "sagemaker_runtime_client"):
+            client = getattr(target, attribute, None)
+            if client is not None and hasattr(client, "meta"):
+                emitters.append(client.meta.events)
+        emitters += _emitters_of(getattr(target, "boto_session", None))
+    elif hasattr(target, "meta") and hasattr(target.meta, "events"):  # a client
+        emitters.append(target.meta.events)
+    elif hasattr(target, "_session") and hasattr(target._session, "get_component"):  # boto3.Session
+        emitters.append(target.events)
+    elif hasattr(target, "get_component"):  # botocore Session
+        emitters.append(target.get_component("event_emitter"))
+    return emitters
+
+
+def _capture_session(boto_session: Any) -> Any:
+    """The boto3 Session whose credentials capture's own calls use."""
+    if boto_session is None:
+        return None
+    if hasattr(boto_session, "boto_session"):
+        return boto_session.boto_session
+    if hasattr(boto_session, "client") and not hasattr(boto_session, "meta"):
+        return boto_session
+    return None
+
+
+def autolog(project: str | None = None, boto_session: Any = None, strict: bool | None = None,
+            data_pin: str | None = None, disable: bool = False) -> None:
+    """Record and pin every SageMaker training job this process launches from now on.
+
+    project:      the name runs are filed under (default: the git repository's name)
+    boto_session: a sagemaker.Session, boto3 Session or client made before this call, to capture through it too
+    strict:       refuse to launch a job with a pin gap (default: LEDGER_STRICT)
+    data_pin:     'versions' | 'snapshot' | 'off' (default: LEDGER_DATA_PIN, else 'versions')
+    disable:      remove every handler autolog installed
+    """
+    import boto3
+    from botocore import handlers
+
+    if disable:
+        _uninstall()
+        return
+    load_settings(strict=strict, data_pin=data_pin)  # bad settings fail here, not inside a user's fit()
+    _STATE.options = _Options(project, strict, data_pin, _capture_session(boto_session))
+    for event, handler in HANDLERS:
+        if (event, handler) not in handlers.BUILTIN_HANDLERS:
+            handlers.BUILTIN_HANDLERS.append((event, handler))
+    emitters = _emitters_of(boto3.DEFAULT_SESSION) + _emitters_of(boto_session)
+    for emitter in emitters:
+        for event, handler in HANDLERS:
+            emitter.register(event, handler, unique_id=f"{UNIQUE_ID}:{event}")  # unique_id: twice is once
+        if not any(ref() is emitter for ref in _STATE.registered):
+            _STATE.registered.append(weakref.ref(emitter))
+
+
+def _uninstall() -> None:
+    from botocore import handlers
+
+    _STATE.options = None
+    handlers.BUILTIN_HANDLERS[:] = [h for h in handlers.BUILTIN_HANDLERS if h not in HANDLERS]
+    for ref in _STATE.registered:
+        emitter = ref()
+        if emitter is not None:
+            for event, handler in HANDLERS:
+                emitter.unregister(event, handler, unique_id=f"{UNIQUE_ID}:{event}")
+    _STATE.registered.clear()
+    # Sessions made while autolog was on still hold the handlers: with no options they do nothing.
+
+
+def is_enabled() -> bool:
+    return _STATE.options is not None
