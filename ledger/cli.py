@@ -128,6 +128,21 @@ def db_rebuild_command():
     out.print(f"Rebuilt projections for {count} run(s) from the log.")
 
 
+# --- commands that live in their own modules (ledger/commands/*.py), each with register(app) -------------------
+
+COMMAND_MODULES: tuple[str, ...] = ("run", "reproduce", "demo",)
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ledger.commands.{name}").register(app)
+
+
+_register_command_modules()
+
+
 # --- entry point -------------------------------------------------------------------------------------------------
 
 

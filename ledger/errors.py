@@ -37,6 +37,14 @@ class CaptureRefused(LedgerError):
     """Strict mode refused to send a request that has pin gaps."""
 
 
+class PlanFailed(LedgerError):
+    """A reproduction's preflight found pins that can no longer be had; `.plan` holds the whole table."""
+
+    def __init__(self, message: str, hint: str = "", plan=None):
+        super().__init__(message, hint)
+        self.plan = plan
+
+
 class TamperDetected(LedgerError):
     """`verify` found an entry or projection that does not match the chain."""
 

@@ -6,14 +6,17 @@ boto3). botocore copies handlers into a session when the session is made, and in
 made, so autolog installs in three places:
   1. botocore.handlers.BUILTIN_HANDLERS: every botocore session made afterwards has the handlers;
   2. the sessions it can find that exist already: boto3.DEFAULT_SESSION and the one passed as `boto_session`;
-  3. the SageMaker client of a `sagemaker.Session` passed as `boto_session` (its client exists already).
+  3. the SageMaker client of a `sagemaker.Session` passed as `boto_session` (its client exists already), and the
+     SageMaker clients SDK 3.x has cached already (it sends through those, not through the Session's client).
 A client made before autolog() from a session that autolog cannot see is not captured (README says so).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,7 @@ class _State:
         self.lock = threading.Lock()
         self.pending: dict[str, str] = {}  # job name -> run id, for jobs launched by this process not yet settled
         self.registered: list[weakref.ref] = []  # event emitters we registered on, to unregister on disable
+        self.local = threading.local()  # .skip: this thread sends a request that was captured already
 
 
 _STATE = _State()
@@ -50,7 +54,7 @@ _STATE = _State()
 def _on_create(params: dict, context: dict | None = None, **_: Any) -> None:
     """Capture and pin, then rewrite `params` in place: botocore validates and sends what we leave here."""
     options = _STATE.options
-    if options is None:
+    if options is None or getattr(_STATE.local, "skip", False):
         return
     from ledger.errors import CaptureRefused
     from ledger.recorder import _say, capture_request, save_launch
@@ -132,6 +136,21 @@ def _emitters_of(target: Any) -> list[Any]:
     return emitters
 
 
+def _sdk3_cached_clients() -> list[Any]:
+    """SDK 3.x sends CreateTrainingJob through clients it caches process-wide, one per boto3 session
+    (sagemaker.core.utils.utils.SageMakerClient), not through `Session.sagemaker_client`: a client cached before
+    autolog() ran (a notebook that trained once already) holds no handlers, so register on each. Only when the SDK
+    is imported already: autolog never imports it."""
+    module = sys.modules.get("sagemaker.core.utils.utils")
+    cache_type, factory = getattr(module, "_ClientCacheMeta", None), getattr(module, "SageMakerClient", None)
+    try:
+        cached = list((getattr(cache_type, "_instances", None) or {}).get(factory, {}).values())
+    except Exception:  # noqa: BLE001 - an SDK whose cache looks different: nothing to add
+        return []
+    clients = [getattr(entry, "sagemaker_client", None) for entry in cached]
+    return [client.meta.events for client in clients if client is not None and hasattr(client, "meta")]
+
+
 def _capture_session(boto_session: Any) -> Any:
     """The boto3 Session whose credentials capture's own calls use."""
     if boto_session is None:
@@ -164,7 +183,7 @@ def autolog(project: str | None = None, boto_session: Any = None, strict: bool |
     for event, handler in HANDLERS:
         if (event, handler) not in handlers.BUILTIN_HANDLERS:
             handlers.BUILTIN_HANDLERS.append((event, handler))
-    emitters = _emitters_of(boto3.DEFAULT_SESSION) + _emitters_of(boto_session)
+    emitters = _emitters_of(boto3.DEFAULT_SESSION) + _emitters_of(boto_session) + _sdk3_cached_clients()
     for emitter in emitters:
         for event, handler in HANDLERS:
             emitter.register(event, handler, unique_id=f"{UNIQUE_ID}:{event}")  # unique_id: twice is once
@@ -184,6 +203,17 @@ def _uninstall() -> None:
                 emitter.unregister(event, handler, unique_id=f"{UNIQUE_ID}:{event}")
     _STATE.registered.clear()
     # Sessions made while autolog was on still hold the handlers: with no options they do nothing.
+
+
+@contextmanager
+def already_captured():
+    """Within this block, this thread's CreateTrainingJob calls were captured by the caller (ledger run,
+    reproduce): autolog lets them through unrecorded, so nothing is recorded twice."""
+    _STATE.local.skip = True
+    try:
+        yield
+    finally:
+        _STATE.local.skip = False
 
 
 def is_enabled() -> bool:

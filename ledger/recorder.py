@@ -22,7 +22,17 @@ from typing import Any, Callable
 
 from ledger.config import Settings, load_settings
 from ledger.errors import CaptureRefused
-from ledger.record import Gap, ModelArtifact, Outcome, Pins, RunRecord, canonical_json
+from ledger.record import (
+    DataChannelPin,
+    Gap,
+    ImagePin,
+    ModelArtifact,
+    Outcome,
+    Pins,
+    RunRecord,
+    SourceArchive,
+    canonical_json,
+)
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
@@ -58,10 +68,13 @@ def capture_request(
     project: str | None = None,
     workdir: str | os.PathLike | None = None,
     backend: str = "sagemaker",
+    inherited: Pins | None = None,
 ) -> Capture:
     """Pin everything the request refers to and rewrite the moving references to immutable ones.
 
     `request` is left untouched; `Capture.request` is the one to send. Raises CaptureRefused only in strict mode.
+    `inherited` (reproduce) carries the recorded data channels and code: those are what the relaunch reads, so
+    they are not pinned again from the present state of the world.
     """
     from ledger.capture import code, data, environment, hardware, image, secrets
 
@@ -71,7 +84,11 @@ def capture_request(
     pins = Pins()
 
     algorithm = sent.setdefault("AlgorithmSpecification", {})
-    if algorithm.get("TrainingImage"):
+    if backend == "local":
+        # On this machine the container is this Python environment: its fingerprint is the image pin.
+        pins.environment = env = _guard(gaps, "environment", environment.capture_environment, pins.environment)
+        pins.image = ImagePin(uri=algorithm.get("TrainingImage"), digest=env.fingerprint, source="environment")
+    elif algorithm.get("TrainingImage"):
         pins.image, more = _guard(gaps, "image", lambda: image.capture_image(algorithm["TrainingImage"], session),
                                   (pins.image, []))
         gaps += more
@@ -82,30 +99,42 @@ def capture_request(
                         "digest the ledger can see", fix="use an ECR image by digest"))
 
     code_channels = code.plan_code_channel_names(sent)
+    stored_channels = _file_channels(sent) if backend == "local" else {}
     if settings.data_pin == "off":
         gaps.append(Gap(what="data", why="LEDGER_DATA_PIN=off: input channels were not pinned",
                         fix="unset LEDGER_DATA_PIN (or set it to versions or snapshot)"))
     else:
-        pins.data, more = _guard(gaps, "data", lambda: data.capture_channels(sent, session, skip=tuple(code_channels)),
-                                 ({}, []))
+        known = dict(inherited.data) if inherited else {}
+        skip = tuple(code_channels) + tuple(stored_channels) + tuple(known)
+        pins.data, more = _guard(gaps, "data", lambda: data.capture_channels(sent, session, skip=skip), ({}, []))
+        pins.data.update(known)
+        stored_channels = {k: v for k, v in stored_channels.items() if k not in known}
         gaps += more
+        for name, uri in stored_channels.items():  # kept in the content store, so a reproduction can read them
+            pins.data[name] = _guard(gaps, f"data channel {name}", lambda: _store_file_channel(uri),
+                                     DataChannelPin(uri=uri, kind="file"))
         if settings.data_pin == "snapshot":
             gaps += _snapshot_channels(sent, pins, session)
 
-    pin, more, diff = _guard(gaps, "code", lambda: code.capture_code(workdir, sent), (pins.code, [], b""))
-    pins.code, blobs = pin, ({pin.diff_sha256: diff} if diff and pin.diff_sha256 else {})
-    gaps += more
-    archive, more = _guard(gaps, "source archive", lambda: code.capture_source_archive(sent, session), (None, []))
-    pins.code.source_archive = archive
-    gaps += more
-    if code_channels:
+    blobs: dict[str, bytes] = {}
+    if inherited:
+        pins.code = inherited.code.model_copy(deep=True)
+    else:
+        pin, more, diff = _guard(gaps, "code", lambda: code.capture_code(workdir, sent), (pins.code, [], b""))
+        pins.code, blobs = pin, ({pin.diff_sha256: diff} if diff and pin.diff_sha256 else {})
+        gaps += more
+        archive, more = _guard(gaps, "source archive", lambda: _capture_source_archive(sent, session), (None, []))
+        pins.code.source_archive = archive
+        gaps += more
+    if code_channels and not inherited:
         channels, more = _guard(gaps, "code channels", lambda: code.capture_code_channels(sent, session), ({}, []))
         pins.code.code_channels = channels
         gaps += more
 
     pins.hardware, more = _guard(gaps, "hardware", lambda: hardware.capture_hardware(sent), (pins.hardware, []))
     gaps += more
-    pins.environment = _guard(gaps, "environment", environment.capture_environment, pins.environment)
+    if not pins.environment.fingerprint:
+        pins.environment = _guard(gaps, "environment", environment.capture_environment, pins.environment)
     created_by = _guard(gaps, "created_by", lambda: environment.capture_caller(session), None)
 
     redacted, redacted_keys = secrets.redact_request(sent)
@@ -127,6 +156,33 @@ def capture_request(
         raise CaptureRefused(f"strict mode refused to launch {record.job_name}: {len(gaps)} pin gap(s): {listed}",
                              "fix the gaps, or unset LEDGER_STRICT to launch with them recorded")
     return Capture(record=record, request=sent, blobs=blobs)
+
+
+def _file_channels(request: dict[str, Any]) -> dict[str, str]:
+    """{channel: file:// URI} of a request's local channels."""
+    found = {}
+    for channel in request.get("InputDataConfig") or []:
+        uri = ((channel.get("DataSource") or {}).get("S3DataSource") or {}).get("S3Uri", "")
+        if uri.startswith("file://"):
+            found[channel.get("ChannelName")] = uri
+    return found
+
+
+def _store_file_channel(uri: str) -> DataChannelPin:
+    from ledger.content_store import pin_file_channel
+
+    return DataChannelPin.model_validate(pin_file_channel(uri))
+
+
+def _capture_source_archive(request: dict[str, Any], session: Any):
+    """The code archive: one already in the content store (ledger run) is pinned by its digest as it is."""
+    from ledger.capture import code
+    from ledger.content_store import CAS_PREFIX, parse_cas_uri
+
+    uri = code.plan_submit_directory(request)
+    if uri and uri.startswith(CAS_PREFIX):
+        return SourceArchive(uri=uri, sha256=parse_cas_uri(uri)), []
+    return code.capture_source_archive(request, session)
 
 
 def _snapshot_channels(sent: dict[str, Any], pins: Pins, session: Any) -> list[Gap]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from ledger.record import RunRecord
 
@@ -13,7 +14,7 @@ def _facts(title: str, rows: list[tuple[str, object]]) -> Table:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for name, value in rows:
-        table.add_row(name, "-" if value in (None, "", [], {}) else str(value))
+        table.add_row(Text(name), Text("-" if value in (None, "", [], {}) else str(value)))
     return table
 
 
@@ -36,8 +37,9 @@ def render_record(record: RunRecord) -> Group:
     for column in ("channel", "uri", "objects", "bytes", "manifest sha256", "pinned", "snapshot"):
         data.add_column(column, overflow="fold")
     for name, channel in sorted(pins.data.items()):
-        data.add_row(name, channel.uri, str(channel.object_count), str(channel.total_bytes),
-                     (channel.manifest_sha256 or "-")[:16], "yes" if channel.pinned else "no", channel.snapshot_uri or "")
+        data.add_row(*map(Text, (name, channel.uri, str(channel.object_count), str(channel.total_bytes),
+                                 (channel.manifest_sha256 or "-")[:16], "yes" if channel.pinned else "no",
+                                 channel.snapshot_uri or "")))
     parts.append(data)
     parts.append(_facts("Hyperparameters", sorted(pins.hyperparameters.items())))
     hw = pins.hardware
@@ -59,7 +61,7 @@ def render_record(record: RunRecord) -> Group:
     for column in ("what", "why", "fix"):
         gaps.add_column(column, overflow="fold")
     for gap in pins.gaps:
-        gaps.add_row(gap.what, gap.why, gap.fix)
+        gaps.add_row(Text(gap.what), Text(gap.why), Text(gap.fix))
     parts.append(gaps)
     if record.chain:
         parts.append(_facts("Chain", [("seq", record.chain.seq), ("entry hash", record.chain.entry_hash)]))
@@ -88,9 +90,9 @@ def render_runs(frame, max_metrics: int = 3) -> Table:
     for column in metric_columns:
         table.add_column(column.removeprefix("metrics."), justify="right")
     for row in frame.to_dict("records"):
-        table.add_row(
+        table.add_row(*map(Text, (
             row["run_id"], row["job_name"], row["project"], _text(row["status"], "-"),
             row["created_at"].strftime("%Y-%m-%d %H:%M:%S"), str(row["gap_count"]), _text(row["verdict"]),
             *[_number(row[c]) for c in metric_columns],
-        )
+        )))
     return table

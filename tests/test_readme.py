@@ -14,6 +14,8 @@ def _commands() -> list[str]:
 def test_ci_runs_the_readme_test_command():
     install_and_demo, install_and_test = _commands()
     assert install_and_demo.endswith("ledger demo")
-    assert install_and_test.endswith("python -m pytest")
+    assert install_and_test == "scripts/test"
+    script = (ROOT / "scripts" / "test").read_text()
+    assert "pip install -q -r requirements-test.lock -e ." in script and "python -m pytest" in script
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert install_and_test in ci_lines

@@ -30,7 +30,6 @@ from ledger.record import (
     sha256_hex,
     utc_now,
 )
-from ledger.store import migrate, query
 from ledger.store.projection import ProjectionRows, build_projection
 
 RUN_COLUMNS = (
@@ -142,6 +141,9 @@ class Ledger:
         self.engine = engine
         self.settings = settings
         self.where = engine.url.render_as_string(hide_password=True)
+        self.append_listeners: list = []
+        """Called as listener(conn, entries) inside each append transaction, after the entries are inserted:
+        whatever a listener writes (the MLflow outbox) commits or rolls back together with the entries."""
 
     # -- transactions --
 
@@ -190,6 +192,8 @@ class Ledger:
             ),
             [row.__dict__ for row in rows],
         )
+        for listener in self.append_listeners:
+            listener(conn, rows)
         return rows
 
     def append(self, record: RunRecord) -> RunRecord:

@@ -20,7 +20,8 @@ RUN_FRAME_COLUMNS = (
     "run_id", "project", "job_name", "backend", "status", "created_at", "created_by", "image_digest",
     "code_commit", "gap_count", "reproduction_of", "verdict", "model_uri", "model_tree_sha256",
 )
-FILTERABLE_COLUMNS = {"project", "status", "job_name", "backend", "verdict", "created_by", "gap_count", "run_id"}
+FILTERABLE_COLUMNS = {"project", "status", "job_name", "backend", "verdict", "created_by", "gap_count", "run_id",
+                      "reproduction_of"}
 OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
 
 _CONDITION = re.compile(
