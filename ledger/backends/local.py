@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +63,7 @@ NETWORK_INTERFACE = "eth0"
 DEFAULT_MAX_RUNTIME = 86400  # SageMaker's default: one day
 FAILURE_REASON_LIMIT = 1024  # SageMaker's FailureReason is at most 1024 characters
 LOG_TAIL_LINES = 20
+STAGING_WORKERS = 8  # parallel S3 downloads when staging a channel
 
 # The toolkit's own hyperparameters (sagemaker_training/params.py); they never reach the script as arguments.
 SAGEMAKER_HYPERPARAMETERS = (
@@ -565,7 +567,8 @@ class S3:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "wb") as f:
             shutil.copyfileobj(response["Body"], f, 8 << 20)
-        return {"version_id": response.get("VersionId"), "etag": response.get("ETag"),
+        # ETags without their quotes, as capture records them, so the two manifests digest alike.
+        return {"version_id": response.get("VersionId"), "etag": (response.get("ETag") or "").strip('"') or None,
                 "size": response.get("ContentLength")}
 
     def list_objects(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -607,14 +610,18 @@ def stage_s3_channel(s3: S3, channel: ChannelPlan, dest: Path, log: LogFn) -> di
         # A prefix that names an object exactly is that one object (as the SDK's local mode reads it).
         wanted = [(key, None, None) for key in ([prefix] if prefix in listed else listed)]
     dest.mkdir(parents=True, exist_ok=True)
-    objects = []
-    for key, version_id, pinned_etag in wanted:
+
+    def fetch(item: tuple[str, str | None, str | None]) -> dict[str, Any]:
+        key, version_id, pinned_etag = item
         got = s3.download(bucket, key, _inside(dest, s3_relative_path(prefix, key)), version_id)
         if pinned_etag and not version_id and got["etag"] != pinned_etag:
             log(f"ledger: warning: s3://{bucket}/{key} changed since it was pinned (ETag {got['etag']}, "
                 f"pinned {pinned_etag}) and its bucket keeps no versions")
-        objects.append({"key": key, **got})
-    objects.sort(key=lambda o: o["key"])
+        return {"key": key, **got}
+
+    s3.client  # made once, before the threads share it
+    with ThreadPoolExecutor(max_workers=STAGING_WORKERS) as pool:  # S3 serves many GETs at once
+        objects = sorted(pool.map(fetch, wanted), key=lambda o: o["key"])
     return {
         "uri": pin.get("uri") or channel.uri,
         "kind": "S3Prefix",

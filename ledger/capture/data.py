@@ -48,11 +48,12 @@ def build_s3_uri(bucket: str, key: str) -> str:
 
 def plan_manifest_sha256(objects: list[DataObject]) -> str:
     """sha256 of the canonical JSON of the objects' [{key, version_id, etag, size}], sorted by key."""
-    entries = [
+    from ledger.content_store import manifest_digest  # one rule for every manifest the ledger digests
+
+    return manifest_digest([
         {"key": o.key, "version_id": o.version_id, "etag": o.etag, "size": o.size}
         for o in sorted(objects, key=lambda o: o.key)
-    ]
-    return digest(entries)
+    ])
 
 
 def build_channel_pin(uri: str, kind: str, objects: list[DataObject], **extra: Any) -> DataChannelPin:
