@@ -23,7 +23,7 @@ from typing import Any
 
 from ledger.capture import aws_error_code, client_for
 from ledger.errors import UsageError
-from ledger.record import DataChannelPin, DataObject, Gap, digest
+from ledger.record import DataChannelPin, DataObject, Gap
 
 SNAPSHOT_PREFIX = "ledger-snapshots/"
 LISTING_PAGE_SIZE = 1000  # the most S3 returns in one page

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ledger.errors import Diverged, PlanFailed, UsageError
+from ledger.errors import Diverged, PlanFailed
 
 
 def render_plan(plan) -> Table:
