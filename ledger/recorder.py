@@ -126,6 +126,12 @@ def capture_request(
         archive, more = _guard(gaps, "source archive", lambda: _capture_source_archive(sent, session), (None, []))
         pins.code.source_archive = archive
         gaps += more
+    remote_base = _remote_function_base(sent)
+    if remote_base and not inherited:  # @remote: the pickled function and its arguments are the code
+        pin, more = _guard(gaps, "@remote function", lambda: data.capture_s3_channel(
+            "@remote function", remote_base.rstrip("/") + "/", "S3Prefix", session), (None, []))
+        pins.code.remote_function = pin
+        gaps += more
     if code_channels and not inherited:
         channels, more = _guard(gaps, "code channels", lambda: code.capture_code_channels(sent, session), ({}, []))
         pins.code.code_channels = channels
@@ -156,6 +162,14 @@ def capture_request(
         raise CaptureRefused(f"strict mode refused to launch {record.job_name}: {len(gaps)} pin gap(s): {listed}",
                              "fix the gaps, or unset LEDGER_STRICT to launch with them recorded")
     return Capture(record=record, request=sent, blobs=blobs)
+
+
+def _remote_function_base(request: dict[str, Any]) -> str | None:
+    """The S3 base under which the SDK's @remote put the pickled function and arguments, if this is one."""
+    arguments = (request.get("AlgorithmSpecification") or {}).get("ContainerArguments") or []
+    if "--s3_base_uri" in arguments[:-1]:
+        return arguments[arguments.index("--s3_base_uri") + 1]
+    return None
 
 
 def _file_channels(request: dict[str, Any]) -> dict[str, str]:
@@ -362,6 +376,9 @@ class SyncReport:
     settled: list[str] = field(default_factory=list)  # runs whose final outcome was recorded
     in_flight: list[str] = field(default_factory=list)  # runs still running
     unreachable: list[str] = field(default_factory=list)  # runs SageMaker could not be asked about
+    mirrored: list[str] = field(default_factory=list)  # runs pushed from the MLflow outbox
+    mirror_pending: int = 0  # runs still in the MLflow outbox afterwards
+    mirror_error: str | None = None  # why the MLflow outbox could not be pushed (it is kept for next time)
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -378,7 +395,7 @@ def sync_runs(book, settings: Settings | None = None, session: Any = None) -> Sy
     frame = book.runs(where="backend = 'sagemaker'")
     open_runs = frame[~frame["status"].isin(TERMINAL_STATUSES)] if not frame.empty else frame
     if open_runs.empty:
-        return report
+        return _push_mirror(book, report)
     sagemaker = client_for(session, "sagemaker")
     for run_id, job_name in zip(open_runs["run_id"], open_runs["job_name"]):
         try:
@@ -402,4 +419,18 @@ def sync_runs(book, settings: Settings | None = None, session: Any = None) -> Sy
             if book.get(run_id).outcome.arn is None:
                 book.record_outcome(run_id, build_outcome(description))
             report.in_flight.append(run_id)
+    return _push_mirror(book, report)
+
+
+def _push_mirror(book, report: SyncReport) -> SyncReport:
+    """Push the MLflow outbox (ledger.store.mlflow_sink); an MLflow failure is reported, never raised."""
+    from ledger.store.mlflow_sink import push_outbox
+
+    try:
+        mirror = push_outbox(book)
+    except Exception as error:  # noqa: BLE001 - the outbox keeps every run for the next sync
+        report.mirror_error = f"{type(error).__name__}: {error}"
+        return report
+    report.mirrored, report.mirror_pending = mirror.mirrored, mirror.pending
+    report.mirror_error = mirror.error or ("; ".join(f"{k}: {v}" for k, v in mirror.failed.items()) or None)
     return report

@@ -115,6 +115,9 @@ def test_a_remote_function_call_is_recorded_at_its_launch(sdk2, notebook_dir):
     assert base_uri == f"s3://{BUCKET}/remote/{record.job_name}"
     uploaded = s3_versions(BUCKET, f"remote/{record.job_name}/")
     assert any("/function/" in key for key in uploaded) and any("/arguments/" in key for key in uploaded)
+    # ... and they are the code of this job: pinned by version like a data channel
+    remote = record.pins.code.model_extra["remote_function"]
+    assert remote["pinned"] and {o["key"]: o["version_id"] for o in remote["objects"]} == uploaded
 
     # the image: pinned by digest, and the job was sent with the pinned reference
     pinned = IMAGE.rsplit(":", 1)[0] + "@" + DIGEST
