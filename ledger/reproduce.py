@@ -396,7 +396,8 @@ class Reproduction:
 def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, allow_drift: bool = False,
               secrets: dict[str, str] | None = None, yes: bool = False, tolerances: dict[str, float] | None = None,
               session: Any = None, log: Callable[[str], None] | None = None,
-              confirm: Callable[[Plan], bool] | None = None) -> Reproduction:
+              confirm: Callable[[Plan], bool] | None = None,
+              show_plan: Callable[[Plan], None] | None = None) -> Reproduction:
     """Preflight, relaunch with the recorded pins, and record the verdict. Returns the plan (and, unless
     dry_run, the reproduction's record and verdict). Raises PlanFailed when pins are missing (unless
     allow_drift), and UsageError for a SageMaker launch that was not confirmed."""
@@ -412,6 +413,8 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
         named = ", ".join(f"{c.pin} ({c.now})" for c in plan.missing[:5])
         raise PlanFailed(f"cannot reproduce {record.run_id}: {len(plan.missing)} pin(s) can no longer be had: {named}",
                          "go on with what exists with --allow-drift; the verdict will name the drift", plan=plan)
+    if show_plan:
+        show_plan(plan)
     if dry_run:
         return Reproduction(plan)
     if backend == "sagemaker" and not yes and not (confirm and confirm(plan)):

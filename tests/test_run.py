@@ -107,3 +107,13 @@ def test_the_demo_records_reproduces_and_verifies(ledger_home, capsys):
     assert frame["metrics.validation:rmse"].between(1.5, 3.0).all()
     assert "IDENTICAL" in out and "chain intact" in out and "ledger diff" in out
     assert book.verify().ok
+
+
+def test_the_builtin_algorithm_reports_its_own_metrics(workspace, capsys):
+    """SageMaker defines train:rmse and validation:rmse for the built-in XGBoost itself; so does the local backend."""
+    rows = "\n".join(f"{i % 7},{i / 10},{(i * 3) % 5}" for i in range(60))
+    (workspace / "data" / "rows.csv").write_text(rows + "\n")
+    code, out, err = cli(capsys, "run", "--algorithm", "xgboost", "--channel", "train=data", "--channel",
+                         "validation=data", "--hp", "num_round=3", "--json")
+    assert code == 0, err
+    assert set(json.loads(out)["outcome"]["metrics"]) == {"train:rmse", "validation:rmse"}

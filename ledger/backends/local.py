@@ -64,6 +64,12 @@ DEFAULT_MAX_RUNTIME = 86400  # SageMaker's default: one day
 FAILURE_REASON_LIMIT = 1024  # SageMaker's FailureReason is at most 1024 characters
 LOG_TAIL_LINES = 20
 STAGING_WORKERS = 8  # parallel S3 downloads when staging a channel
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+# SageMaker defines these for the built-in XGBoost algorithm itself: a request need not name them.
+BUILTIN_METRIC_DEFINITIONS = [
+    {"Name": f"{channel}:{metric}", "Regex": rf".*\[[0-9]+\].*#011{channel}-{metric}:{_NUMBER}.*"}
+    for channel in ("train", "validation") for metric in ("rmse", "mae", "logloss", "error", "auc", "merror")
+]
 
 # The toolkit's own hyperparameters (sagemaker_training/params.py); they never reach the script as arguments.
 SAGEMAKER_HYPERPARAMETERS = (
@@ -215,7 +221,7 @@ def plan_local_job(
         channels.append(ChannelPlan(name, uri, _channel_source(uri), config, pins.get(name)))
 
     metric_definitions = []
-    for definition in spec.get("MetricDefinitions") or []:
+    for definition in spec.get("MetricDefinitions") or (BUILTIN_METRIC_DEFINITIONS if algorithm else []):
         try:
             metric_definitions.append((definition["Name"], re.compile(definition["Regex"])))
         except re.error as exc:

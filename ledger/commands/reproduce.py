@@ -38,16 +38,17 @@ def reproduce_command(
     from ledger.reproduce import parse_secrets, parse_tolerances, reproduce
 
     def confirm(plan) -> bool:
-        if not sys.stdin.isatty():
-            return False
-        out.print(render_plan(plan))
-        return typer.confirm("Launch on SageMaker (this costs money)?", default=False)
+        return sys.stdin.isatty() and typer.confirm("Launch on SageMaker (this costs money)?", default=False)
+
+    def show_plan(plan) -> None:  # before the relaunch, so the drift is read before the job's log
+        if not as_json:
+            out.print(render_plan(plan))
 
     log = (lambda line: err.print(line, markup=False, highlight=False)) if as_json else None
     try:
         result = reproduce(run, backend=backend, dry_run=dry_run, allow_drift=allow_drift,
                            secrets=parse_secrets(secret), yes=yes, tolerances=parse_tolerances(tolerance),
-                           log=log, confirm=confirm)
+                           log=log, confirm=confirm, show_plan=show_plan)
     except PlanFailed as failure:
         if as_json:
             _print_json(failure.plan.to_dict())
@@ -57,7 +58,6 @@ def reproduce_command(
     if as_json:
         _print_json(result.to_dict())
     else:
-        out.print(render_plan(result.plan))
         if result.verdict:
             out.print(f"{result.verdict.result}: {result.record.run_id} ({result.record.job_name}) reproduces "
                       f"{result.plan.run_id}", markup=False, highlight=False)

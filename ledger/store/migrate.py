@@ -76,8 +76,12 @@ def _migration_lock(engine: Engine, lock_path: Path | None):
 
 def upgrade(engine: Engine, revision: str = "head", lock_path: Path | None = None) -> tuple[str | None, str]:
     """Run migrations up to `revision`; returns (revision before, revision after)."""
+    import logging
+
     from alembic import command
 
+    # Alembic logs each step at INFO; in a notebook whose root logger is at INFO (SDK 2.x sets that) it is noise.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with _migration_lock(engine, lock_path):
         before = current_revision(engine)
         with engine.begin() as conn:
