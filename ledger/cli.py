@@ -77,9 +77,16 @@ def show_command(run: str = typer.Argument(..., help="Run id, a unique prefix of
 
 @app.command("verify")
 def verify_command(as_json: bool = JSON_OPTION,
-                   chain_only: bool = typer.Option(False, "--chain-only", help="Skip the projection check.")):
+                   chain_only: bool = typer.Option(False, "--chain-only", help="Skip the projection check."),
+                   anchor: Optional[str] = typer.Option(None, "--anchor", help="Also check the log against the "
+                                                        "anchors at file://PATH or s3://bucket/key (or an audit report).")):
     """Check the hash chain and every projection against the log. Exit 3 when something was altered."""
-    report = _open().verify(check_projections=not chain_only)
+    book = _open()
+    report = book.verify(check_projections=not chain_only)
+    if anchor:
+        from ledger.anchor import check_anchors
+
+        report = check_anchors(book, report, anchor)
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:
@@ -94,8 +101,8 @@ def verify_command(as_json: bool = JSON_OPTION,
 
 @app.command("sync")
 def sync_command(as_json: bool = JSON_OPTION):
-    """Settle runs still in flight (by job name, through SageMaker) and append records spooled while the
-    database could not be written."""
+    """Settle runs still in flight (by job name, through SageMaker), append records spooled while the
+    database could not be written, and push the MLflow outbox."""
     from ledger.recorder import sync_runs
 
     report = sync_runs(_open())
@@ -103,7 +110,10 @@ def sync_command(as_json: bool = JSON_OPTION):
         _print_json(report.to_dict())
         return
     out.print(f"imported {len(report.imported)} spooled record(s); settled {len(report.settled)} run(s); "
-              f"{len(report.in_flight)} still running; {len(report.unreachable)} could not be asked about")
+              f"{len(report.in_flight)} still running; {len(report.unreachable)} could not be asked about; "
+              f"mirrored {len(report.mirrored)} run(s) to MLflow"
+              + (f" ({report.mirror_pending} still queued: {report.mirror_error})" if report.mirror_pending else ""),
+              markup=False, highlight=False)
 
 
 # --- the database ----------------------------------------------------------------------------------------------
@@ -130,7 +140,7 @@ def db_rebuild_command():
 
 # --- commands that live in their own modules (ledger/commands/*.py), each with register(app) -------------------
 
-COMMAND_MODULES: tuple[str, ...] = ("run", "reproduce", "demo",)
+COMMAND_MODULES: tuple[str, ...] = ("run", "reproduce", "demo", "audit",)
 
 
 def _register_command_modules() -> None:
