@@ -30,6 +30,7 @@ from ledger.record import (
     sha256_hex,
     utc_now,
 )
+from ledger.store import migrate, mlflow_sink, query
 from ledger.store.projection import ProjectionRows, build_projection
 
 RUN_COLUMNS = (
@@ -400,6 +401,7 @@ def open_ledger(db_url: str | None = None, *, check_schema: bool = True, setting
     settings = settings or load_settings(**({"db_url": db_url} if db_url else {}))
     engine = _make_engine(settings)
     ledger = Ledger(engine, settings)
+    mlflow_sink.attach_mirror(ledger)  # the MLflow outbox: a listener on every append
     if check_schema:
         try:
             migrate.ensure_current(engine, ledger.where, _lock_path(settings))
