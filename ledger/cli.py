@@ -140,7 +140,7 @@ def db_rebuild_command():
 
 # --- commands that live in their own modules (ledger/commands/*.py), each with register(app) -------------------
 
-COMMAND_MODULES: tuple[str, ...] = ("run", "reproduce", "demo", "audit",)
+COMMAND_MODULES: tuple[str, ...] = ("run", "reproduce", "demo", "dashboard", "audit",)
 
 
 def _register_command_modules() -> None:

@@ -25,6 +25,7 @@ def render_record(record: RunRecord) -> Group:
             ("job name", record.job_name), ("project", record.project), ("backend", record.backend),
             ("created", record.created_at), ("by", record.created_by), ("reproduces", record.reproduction_of),
             ("verdict", record.verdict.result if record.verdict else None),
+            ("mlflow run", (record.model_extra.get("annotations") or {}).get("mlflow_run_id")),
         ]),
         _facts("Image", [("uri", pins.image.uri), ("digest", pins.image.digest),
                          ("pinned", pins.image.pinned_uri), ("source", pins.image.source)]),

@@ -215,6 +215,8 @@ def test_a_captured_run_appears_in_mlflow_with_all_of_it(mirrored_ledger, mlflow
     shown = json.loads(capsys.readouterr().out)
     assert shown["annotations"]["mlflow_run_id"] == info.run_id
     assert shown["annotations"]["mlflow_tracking_uri"] == mlflow_server.url
+    assert main(["show", record.run_id]) == 0  # and in the terminal view
+    assert info.run_id in capsys.readouterr().out
 
 
 def test_an_outage_keeps_the_run_in_the_outbox_and_sync_mirrors_it_once(mirrored_ledger, mlflow_server,

@@ -1,0 +1,348 @@
+"""Read-only queries the dashboard needs beyond `Ledger.runs()` and `Ledger.get()`: lineage by S3 object, the run
+ids a `--where` condition selects, the tags of runs, and single log entries by seq or hash.
+
+Each function takes a connection from `Ledger._reading()` and returns plain Python data: no ORM object leaves
+`ledger.store`. They run on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from sqlalchemy import text
+
+from ledger.errors import NotFound, UsageError
+from ledger.record import RunRecord, fold_entries
+from ledger.store import query
+
+LINEAGE_COLUMNS = (
+    "run_id", "channel", "bucket", "key", "version_id", "etag", "size", "job_name", "project", "status",
+    "created_at", "reproduction_of", "verdict", "model_uri", "model_tree_sha256",
+)
+
+
+# --- runs by reference -----------------------------------------------------------------------------------------
+
+
+def resolve(conn, ref: str, where: str) -> str:
+    """A run id from a full id, a unique id prefix or a job name, as `Ledger.resolve` answers it, with queries
+    that each use an index (an id, a job name, an id range), so that it stays instant at 100,000 runs."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise UsageError("no run given", "name a run by its id, a unique prefix of it, or its job name")
+    if conn.execute(text("SELECT 1 FROM runs WHERE run_id = :r"), {"r": ref}).first():
+        return ref
+    prefix = ref.upper().replace("%", "").replace("_", "").replace("*", "").replace("?", "").replace("[", "")
+    if conn.dialect.name == "sqlite":
+        by_prefix = "SELECT run_id, job_name FROM runs WHERE run_id GLOB :p ORDER BY run_id LIMIT 11"
+        binds = {"p": prefix + "*"}
+    else:
+        by_prefix = "SELECT run_id, job_name FROM runs WHERE run_id LIKE :p ORDER BY run_id LIMIT 11"
+        binds = {"p": prefix + "%"}
+    rows = {tuple(r) for r in conn.execute(text(by_prefix), binds)} if prefix else set()
+    rows |= {tuple(r) for r in conn.execute(
+        text("SELECT run_id, job_name FROM runs WHERE job_name = :r ORDER BY run_id LIMIT 11"), {"r": ref})}
+    rows = sorted(rows)
+    if len(rows) == 1:
+        return rows[0][0]
+    if not rows:
+        raise NotFound(f"no run {ref} in {where}", "list runs with: ledger runs")
+    shown = ", ".join(f"{r[0]} ({r[1]})" for r in rows[:5])
+    raise UsageError(f"{ref} names {len(rows)} runs: {shown}", "give more characters of the run id")
+
+
+def fold_run(conn, run_id: str, where: str) -> RunRecord:
+    """A run's current record, folded from its entries (the same `fold_entries` as `Ledger.get`)."""
+    rows = conn.execute(
+        text("SELECT seq, body, prev_hash, entry_hash FROM entries WHERE run_id = :r ORDER BY seq"), {"r": run_id}
+    ).all()
+    if not rows:
+        raise NotFound(f"no run {run_id} in {where}", "list runs with: ledger runs")
+    return fold_entries([tuple(row) for row in rows])
+
+
+def reproductions_of(conn, run_id: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        text("SELECT run_id FROM runs WHERE reproduction_of = :r ORDER BY run_id"), {"r": run_id})]
+
+
+# --- lineage --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.key == "" or self.key.endswith("/")
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """Pure: bucket and key of `s3://bucket/key`. A key ending in "/" (or none) names a prefix."""
+    parsed = urlparse((uri or "").strip())
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise UsageError(f"{uri!r} is not an S3 URI", "write it like: s3://my-bucket/path/to/object.csv")
+    return S3Location(parsed.netloc, parsed.path.lstrip("/"))
+
+
+def lineage(conn, uri: str, version_id: str | None = None, limit: int = 5_000) -> list[dict]:
+    """The runs that read the object at `uri` (every object under it, when it ends in "/"), newest run first.
+
+    With `version_id`, only runs that read that version. Each row names the object read and the run's model
+    artifact (`model_uri`, `model_tree_sha256`): what was made from it.
+    """
+    where = parse_s3_uri(uri)
+    binds: dict = {"bucket": where.bucket, "limit": int(limit)}
+    clauses = ["d.bucket = :bucket"]
+    if where.is_prefix:
+        if where.key:
+            clauses.append("d.key LIKE :prefix ESCAPE '!'")
+            binds["prefix"] = where.key.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+    else:
+        clauses.append("d.key = :key")
+        binds["key"] = where.key
+    if version_id:
+        clauses.append("d.version_id = :version_id")
+        binds["version_id"] = version_id
+    sql = (
+        "SELECT d.run_id, d.channel, d.bucket, d.key, d.version_id, d.etag, d.size, r.job_name, r.project, "
+        "r.status, r.created_at, r.reproduction_of, r.verdict, r.model_uri, r.model_tree_sha256 "
+        "FROM data_objects d JOIN runs r ON r.run_id = d.run_id "
+        f"WHERE {' AND '.join(clauses)} ORDER BY d.run_id DESC, d.channel, d.key LIMIT :limit"
+    )
+    return [dict(zip(LINEAGE_COLUMNS, row)) for row in conn.execute(text(sql), binds)]
+
+
+def object_versions(conn, uri: str) -> list[dict]:
+    """The versions of the object at `uri` that recorded runs read: [{version_id, runs}], most read first."""
+    where = parse_s3_uri(uri)
+    if where.is_prefix:
+        return []
+    rows = conn.execute(
+        text("SELECT version_id, count(*) FROM data_objects WHERE bucket = :b AND key = :k "
+             "GROUP BY version_id ORDER BY count(*) DESC, version_id"),
+        {"b": where.bucket, "k": where.key},
+    )
+    return [{"version_id": v, "runs": n} for v, n in rows]
+
+
+# --- filters --------------------------------------------------------------------------------------------------
+
+
+def run_ids_where(conn, where: str) -> set[str]:
+    """The ids of the runs a `--where` condition selects (the same language as `ledger runs --where`)."""
+    clauses, binds = query.build_where_sql(query.parse_where(where), conn.dialect.name)
+    sql = "SELECT runs.run_id FROM runs"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    return {row[0] for row in conn.execute(text(sql), binds)}
+
+
+@dataclass
+class TagIndex:
+    """Tags of every run as one searchable text a run ("key=value key=value"), built from the log incrementally."""
+
+    last_seq: int = 0
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def text_of(self, run_id: str) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.tags.get(run_id, {}).items())
+
+    def search(self, needle: str) -> set[str]:
+        needle = needle.strip().lower()
+        if not needle:
+            return set()
+        return {run_id for run_id, tags in self.tags.items()
+                if any(needle in f"{k}={v}".lower() for k, v in tags.items())}
+
+
+def _json(value):
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def _tags_of(request_tags, annotated) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    request_tags, annotated = _json(request_tags), _json(annotated)
+    for tag in request_tags if isinstance(request_tags, list) else []:
+        if isinstance(tag, dict) and "Key" in tag:
+            tags[str(tag["Key"])] = str(tag.get("Value", ""))
+    if isinstance(annotated, dict):
+        tags.update({str(k): str(v) for k, v in annotated.items()})
+    return tags
+
+
+def update_tag_index(conn, index: TagIndex) -> TagIndex:
+    """Add the tags of entries recorded after `index.last_seq`: the request's `Tags` of each run.launched entry
+    and the `tags` of run.annotated entries. The database extracts them, so large bodies never reach Python."""
+    if conn.dialect.name == "postgresql":
+        request_tags = "(body::jsonb #>> '{payload,request,Tags}')"
+        annotated = "(body::jsonb #>> '{payload,tags}')"
+    elif conn.dialect.name == "sqlite":
+        request_tags = "json_extract(body, '$.payload.request.Tags')"
+        annotated = "json_extract(body, '$.payload.tags')"
+    else:  # pragma: no cover - the ledger runs on SQLite and PostgreSQL only
+        raise NotImplementedError(conn.dialect.name)
+    head = conn.execute(text("SELECT max(seq) FROM entries")).scalar() or 0  # first: a later entry waits its turn
+    rows = conn.execute(
+        text(f"SELECT seq, run_id, kind, CASE WHEN kind = 'run.launched' THEN {request_tags} END, "
+             f"CASE WHEN kind = 'run.annotated' THEN {annotated} END FROM entries "
+             "WHERE seq > :after AND seq <= :head AND kind IN ('run.launched', 'run.annotated') ORDER BY seq"),
+        {"after": index.last_seq, "head": head},
+    )
+    for _seq, run_id, kind, launched_tags, annotated_tags in rows:
+        tags = _tags_of(launched_tags, annotated_tags)
+        if kind == "run.launched":
+            index.tags[run_id] = tags
+        elif tags:
+            index.tags.setdefault(run_id, {}).update(tags)
+    index.last_seq = max(index.last_seq, head)  # only once every entry up to it is in
+    return index
+
+
+# --- the log --------------------------------------------------------------------------------------------------
+
+
+def entry(conn, seq: int) -> dict | None:
+    """One log entry by its seq, as stored (the body as text), or None."""
+    row = conn.execute(
+        text("SELECT seq, run_id, kind, body, prev_hash, entry_hash, recorded_at FROM entries WHERE seq = :s"),
+        {"s": int(seq)},
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def seq_of_hash(conn, entry_hash: str) -> int | None:
+    """The seq of the entry whose hash is `entry_hash` (an anchor's head), or None if the log has no such entry."""
+    row = conn.execute(text("SELECT seq FROM entries WHERE entry_hash = :h"), {"h": entry_hash.strip().lower()}).first()
+    return row[0] if row else None
+
+
+# --- the runs table, column by column -------------------------------------------------------------------------
+
+RUNS_TABLE_COLUMNS = (
+    "run_id", "project", "job_name", "backend", "status", "created_at", "created_by", "gap_count",
+    "reproduction_of", "verdict", "model_uri",
+)
+
+
+def _json_value(dialect: str, column: str, key: str, numeric: bool) -> str:
+    """SQL for one top-level value of a JSON text column (params_json, metrics_json), parsed by the database."""
+    if dialect == "postgresql":
+        quoted = key.replace("'", "''")
+        value = f"({column}::jsonb ->> '{quoted}')"
+        return f"CAST({value} AS DOUBLE PRECISION)" if numeric else value
+    path = '$."' + key.replace('"', '\\"').replace("'", "''") + '"'
+    return f"json_extract({column}, '{path}')"
+
+
+def metric_keys(conn) -> list[str]:
+    return [row[0] for row in conn.execute(text("SELECT DISTINCT key FROM metrics ORDER BY key"))]
+
+
+def param_keys(conn) -> list[str]:
+    return [row[0] for row in conn.execute(text("SELECT DISTINCT key FROM params ORDER BY key"))]
+
+
+def runs_table(conn, run_ids: list[str] | None = None, limit: int | None = None, offset: int = 0,
+               with_params: bool = False):
+    """Runs with their final metrics as `metrics.*` columns, newest first (created_at, then run_id), built column
+    by column: every run, the runs named by `run_ids`, or one page (`limit`, `offset`).
+
+    The params are left out unless `with_params`: with 20 of them a run they are most of the bytes, and the runs
+    table shows a few of them for one page at a time (`params_of`), sorts by one at a time (`param_column`), and
+    filters by them in SQL (`run_ids_where`). This keeps loading 100,000 runs under a second.
+    """
+    import pandas as pd
+
+    metrics = metric_keys(conn)
+    dialect = conn.dialect.name
+    select = list(RUNS_TABLE_COLUMNS) + [_json_value(dialect, "metrics_json", m, True) for m in metrics]
+    if with_params:
+        select.append("params_json")
+    sql = f"SELECT {', '.join(select)} FROM runs"
+    rows: list = []
+    if run_ids is not None:
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join(f":r{i}" for i in range(len(chunk)))
+            rows += conn.execute(text(f"{sql} WHERE run_id IN ({marks})"),
+                                 {f"r{i}": r for i, r in enumerate(chunk)}).all()
+    elif limit is not None:
+        rows = conn.execute(text(f"{sql} ORDER BY created_at DESC, run_id DESC LIMIT :limit OFFSET :offset"),
+                            {"limit": int(limit), "offset": int(offset)}).all()
+    else:
+        rows = conn.execute(text(sql)).all()
+    names = list(RUNS_TABLE_COLUMNS) + [f"metrics.{m}" for m in metrics]
+    if not rows:
+        return pd.DataFrame({name: pd.Series(dtype="float64" if name.startswith("metrics.") else "object")
+                             for name in names})
+    columns = list(zip(*rows))
+    frame = pd.DataFrame({name: (pd.Series(values, dtype="float64") if name.startswith("metrics.") else
+                                 pd.Series(values, dtype="object")) for name, values in zip(names, columns)})
+    frame["created_at"] = pd.to_datetime(frame["created_at"], format="ISO8601", utc=True)
+    frame["gap_count"] = frame["gap_count"].astype("int64")
+    if with_params:
+        params = pd.DataFrame.from_records([json.loads(p) for p in columns[-1]])
+        frame = pd.concat([frame, params.add_prefix("params.")], axis=1)
+    if limit is None:  # a page comes ordered from the database; the rest is ordered here, faster than an index walk
+        frame = frame.sort_values(["created_at", "run_id"], ascending=False, kind="stable", ignore_index=True)
+    return frame
+
+
+@dataclass
+class Facets:
+    """What the runs filters offer, from the indexes alone (no scan of the runs)."""
+
+    total: int
+    projects: list[str]
+    statuses: list[str]
+    first_created: str | None
+    last_created: str | None
+    metric_keys: list[str]
+    param_keys: list[str]
+
+
+def facets(conn) -> Facets:
+    total = conn.execute(text("SELECT count(*) FROM runs")).scalar() or 0
+    projects = [r[0] for r in conn.execute(text("SELECT DISTINCT project FROM runs ORDER BY project"))]
+    statuses = sorted({r[0] or "unknown" for r in conn.execute(text("SELECT DISTINCT status FROM runs"))})
+    first, last = conn.execute(text("SELECT min(created_at), max(created_at) FROM runs")).first()
+    return Facets(total, projects, statuses, first, last, metric_keys(conn), param_keys(conn))
+
+
+def param_column(conn, key: str) -> dict[str, str]:
+    """One param of every run that has it: {run_id: value}."""
+    value = _json_value(conn.dialect.name, "params_json", key, False)
+    rows = conn.execute(text(f"SELECT run_id, {value} FROM runs"))
+    return {run_id: v for run_id, v in rows if v is not None}
+
+
+def params_of(conn, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """The params of these runs: {run_id: {name: value}}."""
+    found: dict[str, dict[str, str]] = {}
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ",".join(f":r{i}" for i in range(len(chunk)))
+        rows = conn.execute(text(f"SELECT run_id, params_json FROM runs WHERE run_id IN ({marks})"),
+                            {f"r{i}": r for i, r in enumerate(chunk)})
+        found.update({run_id: json.loads(params) for run_id, params in rows})
+    return found
+
+
+def newest_params(conn, limit: int = 2_000) -> list[dict[str, str]]:
+    """The params of the newest runs: enough to see which params vary."""
+    rows = conn.execute(text("SELECT params_json FROM runs ORDER BY run_id DESC LIMIT :n"), {"n": int(limit)})
+    return [json.loads(row[0]) for row in rows]
