@@ -135,7 +135,7 @@ def test_runs_table_selection_and_compare_in_chromium(dashboard):
             # Run, Lineage and Integrity, for the record
             page.set_viewport_size({"width": 1500, "height": 1500})
             page.goto(f"{base}/run?run={runs['gappy'].run_id}")
-            expect(page.get_by_text("could not be pinned")).to_be_visible()
+            expect(page.get_by_text("could not be pinned").first).to_be_visible()
             expect(page.get_by_text(f"ledger reproduce {runs['gappy'].run_id}", exact=False).first).to_be_visible()
             page.wait_for_timeout(800)
             page.screenshot(path=ARTIFACTS / "run.png")
