@@ -229,15 +229,11 @@ def tag_hits(needle: str, seq: int) -> set[str]:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _record(url: str, seq: int, run_id: str) -> RunRecord:
-    book = _open(url)
-    with book._reading() as conn:
-        return browse.fold_run(conn, run_id, book.where)
+    return _open(url).get(run_id)
 
 
 def resolve(run_ref: str) -> str:
-    book = ledger()
-    with book._reading() as conn:
-        return browse.resolve(conn, run_ref, book.where)
+    return ledger().resolve(run_ref)
 
 
 def record(run_ref: str) -> RunRecord:
@@ -250,15 +246,14 @@ def resolve_many(refs: list[str]) -> tuple[list[str], list[str]]:
     """The run ids the refs name (each once, in order), and a message for each ref that names none."""
     book = ledger()
     ids, problems = [], []
-    with book._reading() as conn:
-        for ref in refs:
-            try:
-                run_id = browse.resolve(conn, ref, book.where)
-            except LedgerError as error:
-                problems.append(f"{ref}: {error.message}")
-                continue
-            if run_id not in ids:
-                ids.append(run_id)
+    for ref in refs:
+        try:
+            run_id = book.resolve(ref)
+        except LedgerError as error:
+            problems.append(f"{ref}: {error.message}")
+            continue
+        if run_id not in ids:
+            ids.append(run_id)
     return ids, problems
 
 
@@ -268,8 +263,7 @@ def records_of(run_ids: list[str]) -> list[RunRecord]:
 
 
 def reproductions(run_id: str) -> list[RunRecord]:
-    with ledger()._reading() as conn:
-        found = browse.reproductions_of(conn, run_id)
+    found = ledger().reproductions_of(run_id)
     seq = head()[0]
     return [_record(db_url(), seq, r) for r in found]
 

@@ -531,16 +531,13 @@ def test_browse_queries_on_sqlite_and_postgres(db_url):
         assert browse.param_column(conn, "max_depth")[runs["d4"].run_id] == "4"
         assert browse.params_of(conn, [runs["d3"].run_id])[runs["d3"].run_id]["eta"] == "0.2"
         assert browse.entry(conn, 1)["seq"] == 1 and browse.seq_of_hash(conn, book.head()[1]) == book.head()[0]
-        d3 = runs["d3"].run_id
-        assert browse.resolve(conn, d3, book.where) == d3 == book.resolve(d3)
-        assert browse.resolve(conn, d3.lower(), book.where) == d3 == book.resolve(d3.lower())
-        assert browse.resolve(conn, "abalone-xgb-d3-v1", book.where) == d3
-        with pytest.raises(UsageError, match="names"):
-            browse.resolve(conn, d3[:4], book.where)  # a prefix of every run
-        with pytest.raises(NotFound):
-            browse.resolve(conn, "no-such-job", book.where)
-        assert browse.fold_run(conn, runs["repro"].run_id, book.where) == book.get(runs["repro"].run_id)
-        assert browse.reproductions_of(conn, runs["d5"].run_id) == book.reproductions_of(runs["d5"].run_id)
+    d3 = runs["d3"].run_id
+    assert book.resolve(d3) == d3 == book.resolve(d3.lower())
+    assert book.resolve("abalone-xgb-d3-v1") == d3
+    with pytest.raises(UsageError, match="names"):
+        book.resolve(d3[:4])  # a prefix of every run
+    with pytest.raises(NotFound):
+        book.resolve("no-such-job")
     book.annotate(runs["d3"].run_id, {"tags": {"reviewed": "yes"}})
     with book._reading() as conn:
         assert index.search("reviewed") == set()

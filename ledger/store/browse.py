@@ -13,8 +13,7 @@ from urllib.parse import urlparse
 
 from sqlalchemy import text
 
-from ledger.errors import NotFound, UsageError
-from ledger.record import RunRecord, fold_entries
+from ledger.errors import UsageError
 from ledger.store import query
 
 LINEAGE_COLUMNS = (
@@ -24,48 +23,6 @@ LINEAGE_COLUMNS = (
 
 
 # --- runs by reference -----------------------------------------------------------------------------------------
-
-
-def resolve(conn, ref: str, where: str) -> str:
-    """A run id from a full id, a unique id prefix or a job name, as `Ledger.resolve` answers it, with queries
-    that each use an index (an id, a job name, an id range), so that it stays instant at 100,000 runs."""
-    ref = (ref or "").strip()
-    if not ref:
-        raise UsageError("no run given", "name a run by its id, a unique prefix of it, or its job name")
-    if conn.execute(text("SELECT 1 FROM runs WHERE run_id = :r"), {"r": ref}).first():
-        return ref
-    prefix = ref.upper().replace("%", "").replace("_", "").replace("*", "").replace("?", "").replace("[", "")
-    if conn.dialect.name == "sqlite":
-        by_prefix = "SELECT run_id, job_name FROM runs WHERE run_id GLOB :p ORDER BY run_id LIMIT 11"
-        binds = {"p": prefix + "*"}
-    else:
-        by_prefix = "SELECT run_id, job_name FROM runs WHERE run_id LIKE :p ORDER BY run_id LIMIT 11"
-        binds = {"p": prefix + "%"}
-    rows = {tuple(r) for r in conn.execute(text(by_prefix), binds)} if prefix else set()
-    rows |= {tuple(r) for r in conn.execute(
-        text("SELECT run_id, job_name FROM runs WHERE job_name = :r ORDER BY run_id LIMIT 11"), {"r": ref})}
-    rows = sorted(rows)
-    if len(rows) == 1:
-        return rows[0][0]
-    if not rows:
-        raise NotFound(f"no run {ref} in {where}", "list runs with: ledger runs")
-    shown = ", ".join(f"{r[0]} ({r[1]})" for r in rows[:5])
-    raise UsageError(f"{ref} names {len(rows)} runs: {shown}", "give more characters of the run id")
-
-
-def fold_run(conn, run_id: str, where: str) -> RunRecord:
-    """A run's current record, folded from its entries (the same `fold_entries` as `Ledger.get`)."""
-    rows = conn.execute(
-        text("SELECT seq, body, prev_hash, entry_hash FROM entries WHERE run_id = :r ORDER BY seq"), {"r": run_id}
-    ).all()
-    if not rows:
-        raise NotFound(f"no run {run_id} in {where}", "list runs with: ledger runs")
-    return fold_entries([tuple(row) for row in rows])
-
-
-def reproductions_of(conn, run_id: str) -> list[str]:
-    return [r[0] for r in conn.execute(
-        text("SELECT run_id FROM runs WHERE reproduction_of = :r ORDER BY run_id"), {"r": run_id})]
 
 
 # --- lineage --------------------------------------------------------------------------------------------------

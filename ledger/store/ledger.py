@@ -7,6 +7,7 @@ UNIQUE prev_hash makes the database refuse a fork even if a lock were missed. En
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -276,25 +277,31 @@ class Ledger:
 
     def resolve(self, run_ref: str) -> str:
         """A run id from a full id, a unique prefix of one, or a job name."""
+        with self._reading() as conn:
+            return self._resolve(conn, run_ref)
+
+    def _resolve(self, conn, run_ref: str) -> str:
+        # Three queries that each use an index (id, id prefix, job name): one OR-ed query scans every run.
         ref = (run_ref or "").strip()
         if not ref:
             raise UsageError("no run given", "name a run by its id, a unique prefix of it, or its job name")
-        with self._reading() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT run_id, job_name FROM runs WHERE run_id = :exact OR run_id LIKE :prefix "
-                    "OR job_name = :exact ORDER BY run_id LIMIT 11"
-                ),
-                {"exact": ref, "prefix": ref.upper().replace("%", "").replace("_", "") + "%"},
-            ).all()
-        exact = [r for r in rows if r[0] == ref]
-        if exact:
-            return exact[0][0]
+        if conn.execute(text("SELECT 1 FROM runs WHERE run_id = :r"), {"r": ref}).first():
+            return ref
+        prefix = re.sub(r"[^0-9A-Z]", "", ref.upper())  # ULID characters only: no wildcards get through
+        rows: set[tuple[str, str]] = set()
+        if prefix:
+            # SQLite's LIKE ignores case and so skips the index; GLOB is case-sensitive and uses it.
+            sql = "run_id GLOB :p" if conn.dialect.name == "sqlite" else "run_id LIKE :p"
+            pattern = prefix + ("*" if conn.dialect.name == "sqlite" else "%")
+            rows |= {tuple(r) for r in conn.execute(
+                text(f"SELECT run_id, job_name FROM runs WHERE {sql} ORDER BY run_id LIMIT 11"), {"p": pattern})}
+        rows |= {tuple(r) for r in conn.execute(
+            text("SELECT run_id, job_name FROM runs WHERE job_name = :r ORDER BY run_id LIMIT 11"), {"r": ref})}
         if len(rows) == 1:
-            return rows[0][0]
+            return rows.pop()[0]
         if not rows:
             raise NotFound(f"no run {ref} in {self.where}", "list runs with: ledger runs")
-        shown = ", ".join(f"{r[0]} ({r[1]})" for r in rows[:5])
+        shown = ", ".join(f"{r[0]} ({r[1]})" for r in sorted(rows)[:5])
         raise UsageError(f"{ref} names {len(rows)} runs: {shown}", "give more characters of the run id")
 
     def has_run(self, run_id: str) -> bool:
@@ -302,9 +309,8 @@ class Ledger:
             return conn.execute(text("SELECT 1 FROM runs WHERE run_id = :r"), {"r": run_id}).first() is not None
 
     def get(self, run_ref: str) -> RunRecord:
-        run_id = self.resolve(run_ref)
         with self._reading() as conn:
-            return self._fold(conn, run_id)
+            return self._fold(conn, self._resolve(conn, run_ref))
 
     def _fold(self, conn, run_id: str) -> RunRecord:
         rows = conn.execute(
