@@ -6,6 +6,9 @@ Nothing here is a mock of the product: the store is a real database, AWS is moto
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+import types
 import uuid
 
 import pytest
@@ -92,3 +95,66 @@ def aws(moto_server, monkeypatch):
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     return moto_server
+
+
+def git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def notebook_dir(tmp_path, monkeypatch):
+    """A git repository with one commit pushed to a (local, bare) origin, as the working directory: a notebook
+    in a cloned project."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "ds@example.com")
+    git(repo, "config", "user.name", "Data Scientist")
+    (repo / "notebook.py").write_text("print('train')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "main")
+    monkeypatch.chdir(repo)
+    return repo
+
+
+@pytest.fixture
+def sdk2(aws, ledger_home, notebook_dir, tmp_path, monkeypatch):
+    """SageMaker SDK 2.x, offline: no telemetry, no deprecation banner, no sleeping between polls."""
+    import sagemaker.session
+
+    import ledger
+
+    config = tmp_path / "sagemaker-config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    fast_time = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
+    fast_time.sleep = lambda seconds: None
+    monkeypatch.setattr(sagemaker.session, "time", fast_time)  # fit(wait=True) and @remote poll through it
+    yield sagemaker
+    ledger.autolog(disable=True)
+
+
+@pytest.fixture
+def workspace(tmp_path, ledger_home, monkeypatch):
+    """A git project with a script and a data directory, as the working directory."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "data").mkdir()
+    (project / "src" / "train.py").write_text(
+        "import os\n"
+        "rows = open(os.path.join(os.environ['SM_CHANNEL_TRAIN'], 'rows.csv')).read().split()\n"
+        "print(f'rows: {len(rows)}')\n"
+        "for i in range(3):\n"
+        "    print(f'epoch {i} loss: {1.0 / (i + 1) / len(rows):.5f}')\n"
+        "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt'), 'w').write(str(rows))\n")
+    (project / "data" / "rows.csv").write_text("1,2\n3,4\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+    monkeypatch.chdir(project)
+    return project

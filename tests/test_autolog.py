@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
-import types
 
 import boto3
 import pytest
@@ -17,51 +15,13 @@ import pytest
 import ledger
 from ledger.errors import CaptureRefused
 from ledger.store.ledger import open_ledger
+from tests.conftest import git
 
 AWS_ACCOUNT = "683313688378"  # the AWS-owned account of the built-in XGBoost image in us-east-1
 XGBOOST_IMAGE = f"{AWS_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 DIGEST = "sha256:" + "ab" * 32
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 ROWS = b"10,0.455,0.365,0.095\n7,0.35,0.265,0.09\n"
-
-
-def git(repo, *args) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def notebook_dir(tmp_path, monkeypatch):
-    """A git repository with one commit and a remote, as the working directory, like a cloned project."""
-    repo = tmp_path / "project"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "ds@example.com")
-    git(repo, "config", "user.name", "Data Scientist")
-    (repo / "notebook.py").write_text("print('train')\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "first")
-    bare = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
-    git(repo, "remote", "add", "origin", str(bare))
-    git(repo, "push", "-q", "origin", "main")
-    monkeypatch.chdir(repo)
-    return repo
-
-
-@pytest.fixture
-def sdk2(aws, ledger_home, notebook_dir, tmp_path, monkeypatch):
-    """SageMaker SDK 2.x, offline: no telemetry, no deprecation banner, no sleeping between polls."""
-    import sagemaker.session
-
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
-    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    fast_time = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
-    fast_time.sleep = lambda seconds: None
-    monkeypatch.setattr(sagemaker.session, "time", fast_time)
-    yield sagemaker
-    ledger.autolog(disable=True)
 
 
 def as_account(account: str):

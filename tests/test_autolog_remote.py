@@ -8,60 +8,20 @@ reads the function's result back from S3. autolog() sees the CreateTrainingJob l
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-import types
 
 import boto3
 import pytest
 
 import ledger
 from ledger.store.ledger import open_ledger
+from tests.conftest import git
 
 ACCOUNT = "123456789012"
 IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/remote-py311:1"
 DIGEST = "sha256:" + "cd" * 32
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 BUCKET = f"sagemaker-us-east-1-{ACCOUNT}"
-
-
-def git(repo, *args) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def notebook_dir(tmp_path, monkeypatch):
-    """A git repository with one pushed commit, as the working directory."""
-    repo = tmp_path / "project"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "ds@example.com")
-    git(repo, "config", "user.name", "Data Scientist")
-    (repo / "notebook.py").write_text("print('remote')\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "first")
-    bare = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
-    git(repo, "remote", "add", "origin", str(bare))
-    git(repo, "push", "-q", "origin", "main")
-    monkeypatch.chdir(repo)
-    return repo
-
-
-@pytest.fixture
-def sdk2(aws, ledger_home, notebook_dir, tmp_path, monkeypatch):
-    """SageMaker SDK 2.x, offline: no telemetry, no deprecation banner, no sleeping between the job's polls."""
-    import sagemaker.session
-
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
-    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    fast_time = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
-    fast_time.sleep = lambda seconds: None
-    monkeypatch.setattr(sagemaker.session, "time", fast_time)  # @remote waits through sagemaker.session's polls
-    yield sagemaker
-    ledger.autolog(disable=True)
 
 
 def publish_image() -> None:

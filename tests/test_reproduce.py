@@ -15,17 +15,14 @@ from ledger.errors import PlanFailed
 from ledger.record import ModelArtifact, Outcome
 from ledger.reproduce import build_verdict, reproduce
 from ledger.store.ledger import open_ledger
-from tests.test_autolog import (  # noqa: F401 - fixtures
+from tests.test_autolog import (
     DIGEST,
+    aws_session_that_reads_aws_images,
     make_data_bucket,
-    notebook_dir,
     publish_builtin_image,
-    sdk2,
     tutorial_estimator,
     tutorial_inputs,
-    aws_session_that_reads_aws_images,
 )
-from tests.test_run import workspace  # noqa: F401 - fixture
 
 ENTRY_POINTS = Path(__file__).parent / "entry_points"
 
@@ -58,7 +55,7 @@ def test_verdicts():
 # --- local ---------------------------------------------------------------------------------------------------------
 
 
-def test_local_drift_in_data_and_code_is_listed_and_the_pins_reproduce_identically(workspace, capsys):  # noqa: F811
+def test_local_drift_in_data_and_code_is_listed_and_the_pins_reproduce_identically(workspace, capsys):
     code, out, _ = cli(capsys, "run", "src/train.py", "--channel", "train=data", "--metric", "loss=loss: ([0-9.]+)",
                        "--job-name", "original")
     assert code == 0
@@ -82,7 +79,7 @@ def test_local_drift_in_data_and_code_is_listed_and_the_pins_reproduce_identical
     assert open_ledger().runs(where="verdict = 'IDENTICAL'")["job_name"].tolist() == ["original-r1"]
 
 
-def test_a_script_without_a_seed_diverges_naming_its_metric(workspace, capsys):  # noqa: F811
+def test_a_script_without_a_seed_diverges_naming_its_metric(workspace, capsys):
     shutil.copy(ENTRY_POINTS / "noisy.py", workspace / "src" / "noisy.py")
     assert cli(capsys, "run", "src/noisy.py", "--metric", "loss=final loss: ([0-9.]+)", "--job-name", "noisy")[0] == 0
     code, out, err = cli(capsys, "reproduce", "noisy", "--json")
@@ -93,7 +90,7 @@ def test_a_script_without_a_seed_diverges_naming_its_metric(workspace, capsys): 
     assert verdict["differences"][0]["files"] == ["model.bin"]
 
 
-def test_same_metrics_different_bytes_is_equivalent(workspace, capsys, monkeypatch):  # noqa: F811
+def test_same_metrics_different_bytes_is_equivalent(workspace, capsys, monkeypatch):
     shutil.copy(ENTRY_POINTS / "noisy.py", workspace / "src" / "noisy.py")
     monkeypatch.setenv("NOISE", "0")  # the metric is fixed; the model bytes are still random
     assert cli(capsys, "run", "src/noisy.py", "--metric", "loss=final loss: ([0-9.]+)", "--job-name", "calm")[0] == 0
@@ -137,7 +134,7 @@ def _abalone_rows(n: int, offset: int = 0) -> bytes:
                    for i in range(offset, offset + n)).encode()
 
 
-def test_sagemaker_record_with_overwritten_objects_reproduces_pinned(sdk2, capsys):  # noqa: F811
+def test_sagemaker_record_with_overwritten_objects_reproduces_pinned(sdk2, capsys):
     publish_builtin_image()
     s3 = boto3.client("s3")
     make_data_bucket()
@@ -175,7 +172,7 @@ def test_sagemaker_record_with_overwritten_objects_reproduces_pinned(sdk2, capsy
     assert json.loads(out)["verdict"]["result"] == "IDENTICAL"
 
 
-def test_a_deleted_version_fails_the_plan_and_allow_drift_names_it(sdk2, capsys):  # noqa: F811
+def test_a_deleted_version_fails_the_plan_and_allow_drift_names_it(sdk2, capsys):
     make_data_bucket()
     ledger.autolog()
     tutorial_estimator(sdk2).fit(tutorial_inputs(sdk2), wait=True, logs=False)
@@ -200,7 +197,7 @@ def test_a_deleted_version_fails_the_plan_and_allow_drift_names_it(sdk2, capsys)
     assert f"data train: {gone.key}" in explained
 
 
-def test_redacted_secrets_must_be_supplied(workspace, capsys, monkeypatch):  # noqa: F811
+def test_redacted_secrets_must_be_supplied(workspace, capsys, monkeypatch):
     assert cli(capsys, "run", "src/train.py", "--channel", "train=data", "--hp", "api_token=s3cr3t",
                "--job-name", "secretive")[0] == 0
     code, out, err = cli(capsys, "reproduce", "secretive")
@@ -210,7 +207,7 @@ def test_redacted_secrets_must_be_supplied(workspace, capsys, monkeypatch):  # n
     assert "s3cr3t" not in open_ledger().get("secretive-r1").to_json()
 
 
-def test_a_sagemaker_relaunch_needs_confirmation(sdk2, capsys):  # noqa: F811
+def test_a_sagemaker_relaunch_needs_confirmation(sdk2, capsys):
     make_data_bucket()
     ledger.autolog()
     tutorial_estimator(sdk2).fit(tutorial_inputs(sdk2), wait=True, logs=False)

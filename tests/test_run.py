@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,27 +17,6 @@ def cli(capsys, *args):
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-@pytest.fixture
-def workspace(tmp_path, ledger_home, monkeypatch):
-    """A git project with a script and a data directory, as the working directory."""
-    project = tmp_path / "project"
-    (project / "src").mkdir(parents=True)
-    (project / "data").mkdir()
-    (project / "src" / "train.py").write_text(
-        "import os\n"
-        "rows = open(os.path.join(os.environ['SM_CHANNEL_TRAIN'], 'rows.csv')).read().split()\n"
-        "print(f'rows: {len(rows)}')\n"
-        "for i in range(3):\n"
-        "    print(f'epoch {i} loss: {1.0 / (i + 1) / len(rows):.5f}')\n"
-        "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt'), 'w').write(str(rows))\n")
-    (project / "data" / "rows.csv").write_text("1,2\n3,4\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first"]):
-        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
-    monkeypatch.chdir(project)
-    return project
 
 
 def test_run_records_a_local_job_with_metrics_and_pins(workspace, capsys):
