@@ -270,3 +270,24 @@ def test_blobs_are_content_addressed(db_url):
     assert ledger.get_blob(digest) == b"diff --git a/x b/x\n"
     with pytest.raises(NotFound):
         ledger.get_blob("0" * 64)
+
+
+@pytest.mark.parametrize("statements", [
+    ("DELETE FROM entries WHERE seq = 4",),  # at the boundary of the second of three segments
+    ("DELETE FROM entries WHERE seq = 1",),
+    ("UPDATE entries SET entry_hash = '" + "b" * 64 + "' WHERE seq = 3",),
+    ("UPDATE entries SET seq = -1 WHERE seq = 3", "UPDATE entries SET seq = 3 WHERE seq = 4",
+     "UPDATE entries SET seq = 4 WHERE seq = -1"),
+    (),
+])
+def test_the_parallel_chain_check_finds_what_the_serial_one_finds(six_entries, db_url, monkeypatch, statements):
+    from ledger.store import integrity
+
+    ledger, _ = six_entries
+    tamper(db_url, *statements)
+    serial = integrity.check_chain(ledger.iter_entries())
+    monkeypatch.setattr(integrity, "PARALLEL_FROM", 0)
+    parallel = integrity.check_chain_parallel(ledger, workers=3)
+    assert parallel[:3] == serial[:3]
+    assert parallel[3][:1] == serial[3][:1]  # the same first bad entry, with the same words
+    assert bool(parallel[3]) == bool(statements)

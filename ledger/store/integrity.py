@@ -1,43 +1,129 @@
 """`ledger verify`: recompute the chain, then check every projection row against the log.
 
 The chain check reads each entry once and hashes it; it never parses a body (the canonical form lets us check
-the kind, run id and time columns against the body with string comparisons), so it runs at hashing speed.
+the kind, run id and time columns against the body with string comparisons), so it runs at hashing speed, and
+on a large log it runs on every core, one seq range each.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
-from ledger.record import ZERO_HASH, RunRecord, chain_hash, fold_entries, utc_now
+from ledger.record import ZERO_HASH, RunRecord, fold_entries, utc_now
 from ledger.store.projection import build_projection
 
+MAX_PROBLEMS = 20  # a broken log is named by its first problems, not listed whole
+PARALLEL_FROM = 200_000  # below this many entries, starting worker processes costs more than it saves
 
-def check_chain(entries: Iterable[tuple]) -> tuple[int, int, str, list[dict]]:
-    """Pure: (count, head seq, head hash, problems) for entries in seq order. Stops listing after the first 20."""
-    problems: list[dict] = []
-    expected_seq, prev, count, head_seq = 1, ZERO_HASH, 0, 0
+
+@dataclass
+class Segment:
+    """What checking one stretch of the chain found; segments are checked apart and joined at their ends."""
+
+    count: int = 0
+    first_seq: int | None = None
+    first_prev: str | None = None
+    first_run_id: str | None = None
+    last_seq: int = 0
+    last_hash: str = ZERO_HASH
+    problems: list[dict] = field(default_factory=list)
+
+
+def check_segment(entries: Iterable[tuple], expected_seq: int = 1, prev: str | None = ZERO_HASH) -> Segment:
+    """Pure: check entries in seq order, from `expected_seq`; `prev` is the hash the first entry must follow, or
+    None to take the first entry's prev_hash on trust (the caller checks it against the segment before).
+    Hashing is inlined (entry_hash = sha256(prev_hash + sha256(body))): this loop is verify's hot path."""
+    sha256 = hashlib.sha256
+    segment = Segment()
+    problems = segment.problems
 
     def problem(seq, run_id, what):
-        if len(problems) < 20:
+        if len(problems) < MAX_PROBLEMS:
             problems.append({"seq": seq, "run_id": run_id, "problem": what})
 
     for seq, run_id, kind, body, prev_hash, entry_hash, recorded_at in entries:
-        count += 1
+        if segment.count == 0:
+            segment.first_seq, segment.first_prev, segment.first_run_id = seq, prev_hash, run_id
+            if prev is None:
+                prev = prev_hash
+        segment.count += 1
         if seq != expected_seq:
             problem(seq, run_id, f"entry {expected_seq} is missing: entry {seq} follows entry {expected_seq - 1}"
                     if seq > expected_seq else f"entry {seq} is out of order after entry {expected_seq - 1}")
         elif prev_hash != prev:
             problem(seq, run_id, f"prev_hash does not match the hash of entry {seq - 1}: entries moved or replaced")
-        if chain_hash(prev_hash, body) != entry_hash:
+        body_hash = sha256(body.encode()).hexdigest()
+        if sha256((prev_hash + body_hash).encode()).hexdigest() != entry_hash:
             problem(seq, run_id, "entry_hash does not match its body: the body or the hash was changed")
         elif not (body.startswith(f'{{"kind":"{kind}",')
                   and body.endswith(f',"recorded_at":"{recorded_at}","run_id":"{run_id}"}}')):
             problem(seq, run_id, "the kind, run_id or recorded_at column disagrees with the entry's body")
-        prev, expected_seq, head_seq = entry_hash, seq + 1, seq
-    return count, head_seq, prev, problems
+        prev, expected_seq = entry_hash, seq + 1
+    segment.last_seq, segment.last_hash = expected_seq - 1, prev or ZERO_HASH
+    return segment
+
+
+def join_segments(segments: list[Segment]) -> tuple[int, int, str, list[dict]]:
+    """Pure: (count, head seq, head hash, problems) of consecutive segments, checking where each meets the last."""
+    problems: list[dict] = []
+    before: Segment | None = None
+    for segment in (s for s in segments if s.count):
+        if before is not None:
+            if segment.first_seq != before.last_seq + 1:
+                problems.append({"seq": segment.first_seq, "run_id": segment.first_run_id, "problem":
+                                 f"entry {before.last_seq + 1} is missing: entry {segment.first_seq} follows entry "
+                                 f"{before.last_seq}"})
+            elif segment.first_prev != before.last_hash:
+                problems.append({"seq": segment.first_seq, "run_id": segment.first_run_id, "problem":
+                                 f"prev_hash does not match the hash of entry {before.last_seq}: entries moved or "
+                                 "replaced"})
+        problems += segment.problems
+        before = segment
+    problems.sort(key=lambda p: p["seq"])
+    head = before or Segment()
+    return sum(s.count for s in segments), head.last_seq, head.last_hash, problems[:MAX_PROBLEMS]
+
+
+def check_chain(entries: Iterable[tuple]) -> tuple[int, int, str, list[dict]]:
+    """Pure: (count, head seq, head hash, problems) for the whole log in seq order."""
+    return join_segments([check_segment(entries)])
+
+
+def _check_range(db_url: str, low: int, high: int, first: bool) -> Segment:
+    """In a worker process: check the entries with low <= seq <= high (its own connection)."""
+    from ledger.store.ledger import open_ledger
+
+    book = open_ledger(db_url, check_schema=False)
+    try:
+        return check_segment(book.iter_entries(low, high), expected_seq=low, prev=ZERO_HASH if first else None)
+    finally:
+        book.engine.dispose()
+
+
+def check_chain_parallel(ledger, workers: int | None = None) -> tuple[int, int, str, list[dict]]:
+    """The chain check split by seq range across processes, one a core: every entry carries its prev_hash, so
+    each stretch is checked on its own and the stretches are joined at their ends."""
+    low, high = ledger.seq_range()
+    workers = workers or os.cpu_count() or 1
+    if high - low + 1 < PARALLEL_FROM or workers < 2:
+        return check_chain(ledger.iter_entries())
+    import multiprocessing
+
+    step = (high - low + 1 + workers - 1) // workers
+    bounds = [(start, min(start + step - 1, high)) for start in range(low, high + 1, step)]
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    with multiprocessing.get_context("fork").Pool(len(bounds)) as pool:
+        segments = pool.starmap(_check_range, [(url, a, b, a == low) for a, b in bounds])
+    if low != 1:  # the first entries were removed: the chain must start at seq 1 after 64 zeros
+        segments[0].problems.insert(0, {"seq": low, "run_id": segments[0].first_run_id,
+                                        "problem": f"entry 1 is missing: entry {low} follows entry 0"})
+    return join_segments(segments)
 
 
 def fold_all(entries: Iterable[tuple]) -> Iterator[RunRecord]:
@@ -103,7 +189,7 @@ def check_projections(ledger) -> list[dict]:
 def verify(ledger, projections: bool = True):
     from ledger.store.ledger import VerifyReport
 
-    count, head_seq, head_hash, problems = check_chain(ledger.iter_entries())
+    count, head_seq, head_hash, problems = check_chain_parallel(ledger)
     if projections and not problems:
         problems = check_projections(ledger)
     return VerifyReport(ok=not problems, entries=count, head_seq=head_seq, head_hash=head_hash,
