@@ -58,11 +58,11 @@ def check_segment(entries: Iterable[tuple], expected_seq: int = 1, prev: str | N
                     if seq > expected_seq else f"entry {seq} is out of order after entry {expected_seq - 1}")
         elif prev_hash != prev:
             problem(seq, run_id, f"prev_hash does not match the hash of entry {seq - 1}: entries moved or replaced")
-        body_hash = sha256(body.encode()).hexdigest()
-        if sha256((prev_hash + body_hash).encode()).hexdigest() != entry_hash:
+        data = body if isinstance(body, bytes) else body.encode()
+        if sha256((prev_hash + sha256(data).hexdigest()).encode()).hexdigest() != entry_hash:
             problem(seq, run_id, "entry_hash does not match its body: the body or the hash was changed")
-        elif not (body.startswith(f'{{"kind":"{kind}",')
-                  and body.endswith(f',"recorded_at":"{recorded_at}","run_id":"{run_id}"}}')):
+        elif not (data.startswith(f'{{"kind":"{kind}",'.encode())
+                  and data.endswith(f',"recorded_at":"{recorded_at}","run_id":"{run_id}"}}'.encode())):
             problem(seq, run_id, "the kind, run_id or recorded_at column disagrees with the entry's body")
         prev, expected_seq = entry_hash, seq + 1
     segment.last_seq, segment.last_hash = expected_seq - 1, prev or ZERO_HASH
@@ -101,7 +101,8 @@ def _check_range(db_url: str, low: int, high: int, first: bool) -> Segment:
 
     book = open_ledger(db_url, check_schema=False)
     try:
-        return check_segment(book.iter_entries(low, high), expected_seq=low, prev=ZERO_HASH if first else None)
+        return check_segment(book.iter_entries(low, high, body_bytes=True), expected_seq=low,
+                             prev=ZERO_HASH if first else None)
     finally:
         book.engine.dispose()
 
@@ -112,7 +113,7 @@ def check_chain_parallel(ledger, workers: int | None = None) -> tuple[int, int, 
     low, high = ledger.seq_range()
     workers = workers or os.cpu_count() or 1
     if high - low + 1 < PARALLEL_FROM or workers < 2:
-        return check_chain(ledger.iter_entries())
+        return check_chain(ledger.iter_entries(body_bytes=True))
     import multiprocessing
 
     step = (high - low + 1 + workers - 1) // workers
