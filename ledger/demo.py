@@ -26,6 +26,7 @@ class DemoResult:
     runs: list[RunRecord]
     reproduction: object | None  # ledger.reproduce.Reproduction
     verified: object  # VerifyReport
+    report: Path | None = None  # the audit report of the demo's runs
 
 
 def build_csv_rows(raw: str) -> tuple[list[str], list[str]]:
@@ -114,5 +115,11 @@ def run_demo(settings: Settings, step: Callable[[str], None] = lambda text: None
     step(f"Reproducing {runs[0].job_name} from its pins")
     reproduction = reproduce(runs[0].run_id, backend="local", log=lambda line: None)
     step("Verifying the hash chain and every projection")
-    verified = open_ledger(settings=settings).verify()
-    return DemoResult(runs=runs, reproduction=reproduction, verified=verified)
+    book = open_ledger(settings=settings)
+    verified = book.verify()
+    step("Writing the audit report")
+    from ledger.audit import collect_report, render_html
+
+    report = root / "audit.html"
+    report.write_text(render_html(collect_report(book, project=PROJECT)), encoding="utf-8")
+    return DemoResult(runs=runs, reproduction=reproduction, verified=verified, report=report)

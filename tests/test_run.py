@@ -85,6 +85,9 @@ def test_the_demo_records_reproduces_and_verifies(ledger_home, capsys):
     assert frame["metrics.validation:rmse"].between(1.5, 3.0).all()
     assert "IDENTICAL" in out and "chain intact" in out and "ledger diff" in out
     assert book.verify().ok
+    report = (ledger_home / "demo" / "audit.html").read_text()
+    assert f"Audit report: {ledger_home / 'demo' / 'audit.html'}" in out
+    assert all(run_id in report for run_id in frame["run_id"]) and book.head()[1] in report
 
 
 def test_the_builtin_algorithm_reports_its_own_metrics(workspace, capsys):

@@ -43,6 +43,7 @@ def demo_command():
     out.print(f"Reproduction of {result.runs[0].job_name}: {result.reproduction.verdict.result}. "
               f"Ledger: {verified.entries} entries, chain {'intact' if verified.ok else 'BROKEN'}, "
               f"head {verified.head_hash[:16]}…", markup=False, highlight=False)
+    out.print(f"Audit report: {result.report}", markup=False, highlight=False)
     first, second = result.runs[0].run_id, result.runs[1].run_id
     out.print("\nNext, try:")
     for command in (f"ledger show {first}", f"ledger diff {first} {second}", f"ledger reproduce {second}",
