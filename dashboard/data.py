@@ -275,11 +275,22 @@ def newest_runs(limit: int = 200) -> pd.DataFrame:
 # --- lineage and integrity -------------------------------------------------------------------------------------
 
 
-def lineage(uri: str, version_id: str | None) -> tuple[pd.DataFrame, list[dict]]:
-    with ledger()._reading() as conn:
-        rows = browse.lineage(conn, uri, version_id or None)
-        versions = browse.object_versions(conn, uri)
-    return pd.DataFrame(rows, columns=list(browse.LINEAGE_COLUMNS)), versions
+LINEAGE_COLUMNS = (
+    "run_id", "channel", "bucket", "key", "version_id", "etag", "size", "job_name", "project", "status",
+    "created_at", "reproduction_of", "verdict", "model_uri", "model_tree_sha256",
+)
+
+
+def lineage(uri: str, version_id: str | None, limit: int = 5_000) -> tuple[pd.DataFrame, list[dict]]:
+    """One row an object read, newest run first (`ledger lineage` answers the same question), and for one object
+    the versions runs read."""
+    from ledger.lineage import runs_that_read
+
+    found = runs_that_read(ledger(), uri, version_id or None)
+    rows = [{**run, "bucket": found["bucket"], "model_uri": run["model"]["uri"],
+             "model_tree_sha256": run["model"]["tree_sha256"], **read}
+            for run in reversed(found["runs"]) for read in run["read"]]
+    return pd.DataFrame(rows[:limit], columns=list(LINEAGE_COLUMNS)), found["versions"]
 
 
 def verify(check_projections: bool) -> VerifyReport:

@@ -509,11 +509,13 @@ def test_an_unopenable_database_is_one_message(ledger_home, monkeypatch):
 def test_browse_queries_on_sqlite_and_postgres(db_url):
     book = open_ledger()
     runs = seed(book)
+    from ledger.lineage import runs_that_read
+
+    hits = runs_that_read(book, f"s3://ml-data/{TRAIN_KEY}", "train-v9")["runs"]
+    assert {h["job_name"] for h in hits} == {"housing-lgbm-a", "housing-lgbm-b"}
+    assert sum(len(run["read"]) for run in runs_that_read(book, "s3://ml-data/abalone/v2/")["runs"]) == 9 * 3
+    assert runs_that_read(book, f"s3://ml-data/{TRAIN_KEY}")["versions"][0] == {"version_id": "train-v1", "runs": 7}
     with book._reading() as conn:
-        hits = browse.lineage(conn, f"s3://ml-data/{TRAIN_KEY}", "train-v9")
-        assert {h["job_name"] for h in hits} == {"housing-lgbm-a", "housing-lgbm-b"}
-        assert len(browse.lineage(conn, "s3://ml-data/abalone/v2/")) == 9 * 3
-        assert browse.object_versions(conn, f"s3://ml-data/{TRAIN_KEY}")[0] == {"version_id": "train-v1", "runs": 7}
         assert browse.run_ids_where(conn, "params.max_depth > 6") == {runs["gappy"].run_id, runs["failed"].run_id}
         index = browse.update_tag_index(conn, browse.TagIndex())
         assert index.search("PRICING") == {runs["housing1"].run_id, runs["housing2"].run_id}

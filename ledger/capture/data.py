@@ -38,7 +38,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix'). Raises UsageError: the URI is the user's input."""
     match = S3_URI.match(uri.strip()) if isinstance(uri, str) else None
     if not match:
-        raise UsageError(f"not an S3 URI: {uri!r}", "write it as s3://bucket/key-prefix")
+        raise UsageError(f"{uri!r} is not an S3 URI", "write it as s3://bucket/key-prefix")
     return match["bucket"], match["key"] or ""
 
 

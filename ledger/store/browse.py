@@ -9,86 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 from sqlalchemy import text
 
-from ledger.errors import UsageError
 from ledger.store import query
 
-LINEAGE_COLUMNS = (
-    "run_id", "channel", "bucket", "key", "version_id", "etag", "size", "job_name", "project", "status",
-    "created_at", "reproduction_of", "verdict", "model_uri", "model_tree_sha256",
-)
-
-
 # --- runs by reference -----------------------------------------------------------------------------------------
-
-
-# --- lineage --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    key: str
-
-    @property
-    def is_prefix(self) -> bool:
-        return self.key == "" or self.key.endswith("/")
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-def parse_s3_uri(uri: str) -> S3Location:
-    """Pure: bucket and key of `s3://bucket/key`. A key ending in "/" (or none) names a prefix."""
-    parsed = urlparse((uri or "").strip())
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise UsageError(f"{uri!r} is not an S3 URI", "write it like: s3://my-bucket/path/to/object.csv")
-    return S3Location(parsed.netloc, parsed.path.lstrip("/"))
-
-
-def lineage(conn, uri: str, version_id: str | None = None, limit: int = 5_000) -> list[dict]:
-    """The runs that read the object at `uri` (every object under it, when it ends in "/"), newest run first.
-
-    With `version_id`, only runs that read that version. Each row names the object read and the run's model
-    artifact (`model_uri`, `model_tree_sha256`): what was made from it.
-    """
-    where = parse_s3_uri(uri)
-    binds: dict = {"bucket": where.bucket, "limit": int(limit)}
-    clauses = ["d.bucket = :bucket"]
-    if where.is_prefix:
-        if where.key:
-            clauses.append("d.key LIKE :prefix ESCAPE '!'")
-            binds["prefix"] = where.key.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-    else:
-        clauses.append("d.key = :key")
-        binds["key"] = where.key
-    if version_id:
-        clauses.append("d.version_id = :version_id")
-        binds["version_id"] = version_id
-    sql = (
-        "SELECT d.run_id, d.channel, d.bucket, d.key, d.version_id, d.etag, d.size, r.job_name, r.project, "
-        "r.status, r.created_at, r.reproduction_of, r.verdict, r.model_uri, r.model_tree_sha256 "
-        "FROM data_objects d JOIN runs r ON r.run_id = d.run_id "
-        f"WHERE {' AND '.join(clauses)} ORDER BY d.run_id DESC, d.channel, d.key LIMIT :limit"
-    )
-    return [dict(zip(LINEAGE_COLUMNS, row)) for row in conn.execute(text(sql), binds)]
-
-
-def object_versions(conn, uri: str) -> list[dict]:
-    """The versions of the object at `uri` that recorded runs read: [{version_id, runs}], most read first."""
-    where = parse_s3_uri(uri)
-    if where.is_prefix:
-        return []
-    rows = conn.execute(
-        text("SELECT version_id, count(*) FROM data_objects WHERE bucket = :b AND key = :k "
-             "GROUP BY version_id ORDER BY count(*) DESC, version_id"),
-        {"b": where.bucket, "k": where.key},
-    )
-    return [{"version_id": v, "runs": n} for v, n in rows]
 
 
 # --- filters --------------------------------------------------------------------------------------------------
