@@ -50,6 +50,7 @@ from ledger.content_store import (
     stage_file_pin,
     tree_sha256,
 )
+from ledger.capture.data import parse_s3_uri
 from ledger.errors import LedgerError, NotFound, UsageError
 from ledger.record import ModelArtifact, Outcome, utc_now
 
@@ -520,15 +521,6 @@ def find_unsatisfied_requirements(requirements_text: str) -> list[str]:
 
 
 # --- side effects: staging --------------------------------------------------------------------------------------
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise UsageError(f"{uri!r} is not an s3:// URI", "use s3://bucket/prefix")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket:
-        raise UsageError(f"{uri!r} names no bucket", "use s3://bucket/prefix")
-    return bucket, key
 
 
 def s3_relative_path(prefix: str, key: str) -> str:
