@@ -15,8 +15,8 @@ Everything happens in a fresh temporary LEDGER_HOME (SQLite), removed at the end
    --pdf-runs runs (--skip-pdf to leave out). There is no peer for the report itself: MLflow and SageMaker have
    no audit report; the nearest reading peer (mlflow.search_runs) is measured in bench_store.py.
 
-    /work/venv/bin/python bench/bench_audit.py                  # 1,000 runs
-    /work/venv/bin/python bench/bench_audit.py --runs 200 --reps 1 --skip-pdf
+    .venv/bin/python bench/bench_audit.py                  # 1,000 runs
+    .venv/bin/python bench/bench_audit.py --runs 200 --reps 1 --skip-pdf
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ botocore's BUILTIN_HANDLERS). Aim: one ListObjectVersions call per 1,000 objects
 The SDK's poll sleep is patched out, so `fit()` returns as soon as moto says Completed (at once). moto runs in this
 process, so its server-side work is part of both timings.
 
-    /work/venv/bin/python bench/bench_capture.py [--runs 5] [--objects 1000]
+    .venv/bin/python bench/bench_capture.py [--runs 5] [--objects 1000]
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ Everything happens in a fresh temporary LEDGER_HOME, removed at the end (--keep 
    `mlflow.search_runs` of every run into a DataFrame (what the ledger's runs table loads), and of the first 100
    (what MLflow's UI asks for its first page of runs).
 
-    /work/venv/bin/python bench/bench_dashboard.py                  # 100,000 runs (about 10 minutes)
-    /work/venv/bin/python bench/bench_dashboard.py --runs 10000     # a smoke run
+    .venv/bin/python bench/bench_dashboard.py                  # 100,000 runs (about 10 minutes)
+    .venv/bin/python bench/bench_dashboard.py --runs 10000     # a smoke run
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
    the same file, both with the file in the page cache. Cold = the store does not have it yet; warm = it does.
    Aim: cold within 1.5x of sha256sum.
 
-    /work/venv/bin/python bench/bench_local_backend.py [--runs 10] [--size-mb 1024]
+    .venv/bin/python bench/bench_local_backend.py [--runs 10] [--size-mb 1024]
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ With --artifacts both also upload the same artifacts (record JSON, manifests, jo
 so they dilute the ratio. Printed: both times, runs/s, HTTP calls of MLflow logging, and the ratio per call /
 ledger. Before timing is trusted, one run of each is read back and compared (params, latest metrics, history).
 
-    /work/venv/bin/python bench/bench_mlflow_mirror.py                  # 1,000 runs
-    /work/venv/bin/python bench/bench_mlflow_mirror.py --runs 100 --artifacts
+    .venv/bin/python bench/bench_mlflow_mirror.py                  # 1,000 runs
+    .venv/bin/python bench/bench_mlflow_mirror.py --runs 100 --artifacts
 """
 
 from __future__ import annotations

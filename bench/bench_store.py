@@ -26,10 +26,10 @@ Everything happens in a fresh temporary LEDGER_HOME with its own SQLite files, r
 Every figure is printed as wall time (the aims are wall time) and from this process's CPU time, which other work on
 the machine disturbs less. --packages N shrinks the environment pin, to see how the figures depend on record size.
 
-    /work/venv/bin/python bench/bench_store.py                 # 100,000 runs, 1,000,000 entries (11-17 minutes,
+    .venv/bin/python bench/bench_store.py                 # 100,000 runs, 1,000,000 entries (11-17 minutes,
                                                                # ~10 GB of disk, ~18 GB of memory)
-    /work/venv/bin/python bench/bench_store.py --quick         # 10,000 runs, 50,000 entries (under a minute)
-    /work/venv/bin/python bench/bench_store.py --profile       # also print cProfile hot spots of each figure
+    .venv/bin/python bench/bench_store.py --quick         # 10,000 runs, 50,000 entries (under a minute)
+    .venv/bin/python bench/bench_store.py --profile       # also print cProfile hot spots of each figure
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Real processes, real files, and moto's real HTTP server as S3 (the `aws` fixture
 import io
 import json
 import re
+from importlib import resources
 import tarfile
 import time
 from pathlib import Path
@@ -320,7 +321,7 @@ def abalone(tmp_path_factory):
     """500 rows of abalone, label (rings) first, Sex as a number, no header: 400 to train, 100 to validate."""
     sex = {"M": "0", "F": "1", "I": "2"}
     rows = []
-    for line in Path("/work/shared/data/abalone/abalone.data").read_text().splitlines()[:500]:
+    for line in (resources.files("ledger") / "data" / "abalone.data").read_text().splitlines()[:500]:
         fields = line.split(",")
         rows.append(",".join([fields[-1], sex[fields[0]], *fields[1:-1]]))
     root = tmp_path_factory.mktemp("abalone")

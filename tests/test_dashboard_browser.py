@@ -81,11 +81,13 @@ def test_runs_table_selection_and_compare_in_chromium(dashboard):
 
     base, runs = dashboard
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Every wait is for what the page renders, with time to spare on a busy 2-core machine (the default is 5 s).
+    expect.set_options(timeout=60_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(30_000)
+            page.set_default_timeout(60_000)
 
             # Runs: the table, with every run
             page.goto(f"{base}/")

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -35,7 +36,8 @@ from ledger.record import (
 from ledger.store import mlflow_sink
 from ledger.store.ledger import open_ledger
 
-MLFLOW = Path(os.environ.get("VIRTUAL_ENV", "/work/venv")) / "bin" / "mlflow"
+# The mlflow command of the environment running the tests, wherever it lives; else `python -m mlflow`.
+MLFLOW = Path(sys.executable).with_name("mlflow")
 
 
 class MlflowServer:
@@ -50,7 +52,7 @@ class MlflowServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = [str(MLFLOW if MLFLOW.exists() else "mlflow"), "server", "--host", "127.0.0.1",
+        command = [*([str(MLFLOW)] if MLFLOW.exists() else [sys.executable, "-m", "mlflow"]), "server", "--host", "127.0.0.1",
                    "--port", str(self.port), "--workers", "1",
                    "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                    "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")]
@@ -126,6 +128,7 @@ def make_record(book, ledger_home: Path) -> RunRecord:
     log.write_text("[0]#011validation-rmse:3.1\n[1]#011validation-rmse:2.4\n", encoding="utf-8")
     return RunRecord(
         project=f"abalone-{tag}", job_name=job, backend="local", created_by="ana@workstation", request=request,
+        created_at="2025-03-01T09:59:50.000000Z",
         pins=Pins(
             image=ImagePin(uri=f"{image}:1.7-1", digest=digest, pinned_uri=f"{image}@{digest}", source="ecr"),
             code=CodePin(repo_url="https://github.com/example/abalone.git", commit="9" * 40, branch="main",
@@ -172,7 +175,8 @@ def test_a_captured_run_appears_in_mlflow_with_all_of_it(mirrored_ledger, mlflow
     [run] = mirror_of(client, record)
     tags, info = run.data.tags, run.info
     assert info.status == "FINISHED" and info.run_name == record.job_name and info.user_id == "ana@workstation"
-    assert (info.start_time, info.end_time) == (1740823198000, 1740823209000)
+    # MLflow's start time is the launch, whenever the mirror first saw the run: MLflow cannot move a start time later
+    assert (info.start_time, info.end_time) == (1740823190000, 1740823209000)
     assert tags | {
         "mlflow.runName": record.job_name, "mlflow.user": "ana@workstation", "mlflow.source.name": "train.py",
         "mlflow.source.git.commit": "9" * 40, "mlflow.source.git.branch": "main",

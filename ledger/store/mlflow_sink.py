@@ -175,7 +175,7 @@ def plan_mirror(record: RunRecord) -> MirrorPlan:
         datasets.append({"name": channel, "digest": (pin.manifest_sha256 or "unpinned")[:DATASET_DIGEST_CHARS],
                          "source": pin.uri, "profile": profile})
     return MirrorPlan(experiment=record.project, run_name=record.job_name,
-                      start_ms=_ms(outcome.started_at) or created, end_ms=ended if status != "RUNNING" else None,
+                      start_ms=created, end_ms=ended if status != "RUNNING" else None,
                       status=status, tags=tags, params=params, metrics=metrics, datasets=datasets)
 
 
