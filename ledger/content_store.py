@@ -117,7 +117,33 @@ def pack_tar_gz(src_dir: str | Path, dest: str | Path) -> str:
 def extract_tar(archive: str | Path, dest: str | Path) -> None:
     """Extract an archive with the 'data' filter: no absolute paths, no escaping dest, no device files."""
     with tarfile.open(archive, "r:*") as tar:
-        tar.extractall(dest, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python 3.11 before 3.11.4 (Debian 12's 3.11.2) has no filters: refuse what 'data' refuses
+            tar.extractall(dest, members=[_checked_member(member, Path(dest)) for member in tar.getmembers()])
+
+
+def _checked_member(member: tarfile.TarInfo, dest: Path) -> tarfile.TarInfo:
+    """The member, if the 'data' filter (PEP 706) would extract it; its mode cleared of setuid and group/other
+    write, as that filter does. Raises UsageError naming the member otherwise."""
+    root = dest.resolve()
+
+    def inside(path: str) -> bool:
+        return (root / path).resolve().is_relative_to(root)
+
+    name = member.name
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise UsageError(f"archive member {name!r} is a device or special file", "archives may hold files only")
+    if name.startswith("/") or not inside(name):
+        raise UsageError(f"archive member {name!r} would be written outside {dest}", "rebuild the archive")
+    if member.issym() and (member.linkname.startswith("/")
+                           or not inside(os.path.join(os.path.dirname(name), member.linkname))):
+        raise UsageError(f"archive member {name!r} links outside the archive", "rebuild the archive")
+    if member.islnk() and (member.linkname.startswith("/") or not inside(member.linkname)):
+        raise UsageError(f"archive member {name!r} links outside the archive", "rebuild the archive")
+    if member.mode is not None:
+        member.mode &= 0o755
+    return member
 
 
 # --- the store --------------------------------------------------------------------------------------------------

@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
+
+from ledger.content_store import _checked_member
+from ledger.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 # Prefixes every machine has, which name no one's machine (and /opt/ml is the SageMaker training contract).
@@ -62,3 +66,24 @@ def test_the_scan_catches_the_interpreter_and_the_checkout(tmp_path):
     assert any(line.startswith("bench.py:1:") for line in offenders), offenders
     assert any(line.startswith("bench.py:2:") for line in offenders), offenders
     assert not any(line.startswith("bench.py:3:") for line in offenders)
+
+
+@pytest.mark.parametrize("name,kind,link", [("../evil", tarfile.REGTYPE, ""), ("/abs", tarfile.REGTYPE, ""),
+                                            ("l", tarfile.SYMTYPE, "../../etc/passwd"), ("dev", tarfile.CHRTYPE, ""),
+                                            ("h", tarfile.LNKTYPE, "/etc/shadow")])
+def test_extraction_without_the_stdlib_filter_refuses_what_it_refuses(tmp_path, name, kind, link):
+    """Python 3.11 before 3.11.4 (Debian 12's system Python) has no tarfile filters: the ledger's own check runs
+    there and refuses what the 'data' filter refuses."""
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, link
+    with pytest.raises(UsageError, match="archive member"):
+        _checked_member(member, tmp_path)
+
+
+def test_extraction_without_the_stdlib_filter_keeps_files_and_drops_setuid(tmp_path):
+    member = tarfile.TarInfo("bin/run.sh")
+    member.mode = 0o4777
+    assert _checked_member(member, tmp_path).mode == 0o755
+    link = tarfile.TarInfo("bin/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "run.sh"
+    assert _checked_member(link, tmp_path) is link

@@ -22,8 +22,9 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_the_first_command_from_a_fresh_clone_runs_the_demo(tmp_path):
-    """The README's first command, verbatim, in a fresh clone with a new LEDGER_HOME: the demo completes and its
-    runs are listed. (A clone holds what is committed: CI runs on a clean clone of main.)"""
+    """The README's first command, verbatim, in a fresh clone with a new LEDGER_HOME, the system's PATH and no
+    virtual environment: the demo completes and its runs are listed. (A clone holds what is committed: CI runs on a
+    clean clone of main.)"""
     import json
     import os
     import subprocess
@@ -32,6 +33,7 @@ def test_the_first_command_from_a_fresh_clone_runs_the_demo(tmp_path):
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "AWS_", "MLFLOW_", "VIRTUAL_ENV"))}
     env["LEDGER_HOME"] = str(tmp_path / "home")
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # the system's, as a new user's shell has it
     install_and_demo = _commands()[0]
     done = subprocess.run(["bash", "-c", install_and_demo], cwd=clone, env=env, capture_output=True, text=True,
                           timeout=900)
