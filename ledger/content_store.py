@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ledger.errors import NoSpace, NotFound, UsageError
-from ledger.record import canonical_bytes
+from ledger.record import Gap, canonical_bytes
 
 CAS_PREFIX = "ledger-cas://sha256/"
 _CHUNK = 8 << 20  # 8 MiB reads: large enough that hashing runs at OpenSSL speed
@@ -125,12 +125,17 @@ def extract_tar(archive: str | Path, dest: str | Path) -> None:
 # --- free space -------------------------------------------------------------------------------------------------
 
 
-def free_bytes(path: str | Path) -> int:
-    """Free bytes on the file system that holds path (or the nearest of its parents that exists)."""
+def _nearest_existing(path: str | Path) -> Path:
+    """path, or the nearest of its parents that exists: where a file about to be written will live."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    return path
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that will hold path."""
+    return shutil.disk_usage(_nearest_existing(path)).free
 
 
 def build_no_space_error(what: str, path: str | Path, needed: int | None, free: int) -> NoSpace:
@@ -163,13 +168,7 @@ def explain_no_space(what: str, path: str | Path, needed: int | None = None):
 
 def same_file_system(a: str | Path, b: str | Path) -> bool:
     """Whether a hard link can join a and b (or their nearest existing parents)."""
-    def device(path: Path) -> int:
-        path = path.absolute()
-        while not path.exists() and path != path.parent:
-            path = path.parent
-        return path.stat().st_dev
-
-    return device(Path(a)) == device(Path(b))
+    return _nearest_existing(a).stat().st_dev == _nearest_existing(b).stat().st_dev
 
 
 # --- the store --------------------------------------------------------------------------------------------------
@@ -354,10 +353,8 @@ def list_channel_files(root: str | Path) -> tuple[list[tuple[str, Path]], list[s
     return sorted(files), refused
 
 
-def plan_refused_links_gap(channel: str, refused: list[str]):
+def plan_refused_links_gap(channel: str, refused: list[str]) -> Gap | None:
     """Pure: the gap that names the links a channel's pin left out, or None when there are none."""
-    from ledger.record import Gap
-
     if not refused:
         return None
     more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
@@ -464,8 +461,8 @@ __all__ = [
     "cas_uri",
     "check_free_space",
     "explain_no_space",
-    "free_bytes",
     "extract_tar",
+    "free_bytes",
     "list_channel_files",
     "load_manifest",
     "local_path_of",
@@ -475,8 +472,8 @@ __all__ = [
     "parse_cas_uri",
     "pin_file_channel",
     "pin_file_channel_and_refusals",
-    "plan_refused_links_gap",
     "pin_source_dir",
+    "plan_refused_links_gap",
     "sha256_file",
     "stage_cas_uri",
     "stage_file_pin",
