@@ -321,3 +321,55 @@ def test_a_disk_that_fills_during_the_copy_is_named_too(tmp_path, small_disk):
         store.stage(digest, small_disk / "input" / "big.bin")  # no check first: the copy itself meets ENOSPC
     message = str(caught.value)
     assert f"at {small_disk / 'input' / 'big.bin'}: {3 << 19:,} bytes are needed" in message and "\n" not in message
+
+
+def _s3_request(name: str, channel_uri: str, source_uri: str) -> dict:
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": "python:3.11", "TrainingInputMode": "File"},
+        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "HyperParameters": {"sagemaker_program": json.dumps("train.py"),
+                            "sagemaker_submit_directory": json.dumps(source_uri)},
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3Uri": channel_uri, "S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated"}}}],
+        "OutputDataConfig": {"S3OutputPath": "s3://data/models"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+    }
+
+
+def test_a_full_disk_while_staging_from_s3_names_the_path_and_the_bytes(aws, ledger_home, tmp_path, small_disk):
+    import boto3
+
+    from ledger.backends.local import LocalBackend
+    from ledger.content_store import pack_tar_gz
+    from ledger.errors import NoSpace
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="data")
+    s3.put_object(Bucket="data", Key="train/big.bin", Body=random.Random(3).randbytes(2 << 20))
+    s3.put_object(Bucket="data", Key="small/a.csv", Body=b"1,2\n")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('never runs')\n")
+    (code / "weights.bin").write_bytes(random.Random(4).randbytes(3 << 19))  # 1.5 MiB that does not compress
+    pack_tar_gz(code, tmp_path / "sourcedir.tar.gz")
+    s3.put_object(Bucket="data", Key="code/sourcedir.tar.gz", Body=(tmp_path / "sourcedir.tar.gz").read_bytes())
+    archive_size = (tmp_path / "sourcedir.tar.gz").stat().st_size
+    backend = LocalBackend(home=ledger_home)
+
+    # The channel: its listing gives the bytes, so the check refuses before downloading any.
+    with pytest.raises(NoSpace) as caught:
+        backend.launch(_s3_request("s3-too-big", "s3://data/train/", "s3://data/code/sourcedir.tar.gz"),
+                       job_dir=small_disk / "s3-too-big", log=lambda line: None)
+    dest = small_disk / "s3-too-big" / "input" / "data" / "train"
+    assert str(caught.value).startswith(f"no space left to stage channel train at {dest}: {2 << 20:,} bytes are "
+                                        "needed")
+    # The code: its size is known only once S3 answers; the download meets ENOSPC and says so.
+    with pytest.raises(NoSpace) as caught:
+        backend.launch(_s3_request("s3-code-too-big", "s3://data/small/", "s3://data/code/sourcedir.tar.gz"),
+                       job_dir=small_disk / "s3-code-too-big", log=lambda line: None)
+    archive = small_disk / "s3-code-too-big" / "sourcedir.tar.gz"
+    assert str(caught.value).startswith(f"no space left to stage s3://data/code/sourcedir.tar.gz at {archive}: "
+                                        f"{archive_size:,} bytes are needed")
+    assert not any(small_disk.iterdir())  # nothing half-staged left behind

@@ -565,9 +565,10 @@ class S3:
         kwargs = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
         what = f"reading s3://{bucket}/{key}" + (f" version {version_id}" if version_id else "")
         response = self.call(what, self.client.get_object, **kwargs)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "wb") as f:
-            shutil.copyfileobj(response["Body"], f, 8 << 20)
+        with explain_no_space(f"s3://{bucket}/{key}", dest, response.get("ContentLength")):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "wb") as f:
+                shutil.copyfileobj(response["Body"], f, 8 << 20)
         # ETags without their quotes, as capture records them, so the two manifests digest alike.
         return {"version_id": response.get("VersionId"), "etag": (response.get("ETag") or "").strip('"') or None,
                 "size": response.get("ContentLength")}
@@ -666,16 +667,23 @@ def stage_code(plan: JobPlan, code_dir: Path, store: ContentStore, s3: S3) -> di
         return None
     needed = None
     if uri.startswith(CAS_PREFIX) and store.has(parse_cas_uri(uri)):
-        needed = _unpacked_size(store.path_of(parse_cas_uri(uri)))
+        archive = store.path_of(parse_cas_uri(uri))
+        needed = archive.stat().st_size + _unpacked_size(archive)  # a copy of it beside code_dir, then its files
         check_free_space(f"the code of {plan.job_name}", code_dir, needed)
     with explain_no_space(f"the code of {plan.job_name}", code_dir, needed):
         return _stage_code(plan, uri, code_dir, store, s3)
 
 
 def _unpacked_size(archive: Path) -> int:
-    """Bytes an archive takes once copied beside code_dir and unpacked."""
+    """Bytes the files of an archive take once unpacked."""
     with tarfile.open(archive, "r:*") as tar:
-        return archive.stat().st_size + sum(member.size for member in tar if member.isfile())
+        return sum(member.size for member in tar if member.isfile())
+
+
+def _extract_code(archive: Path, code_dir: Path, what: str) -> None:
+    """Unpack the code, after checking there is room for it."""
+    check_free_space(what, code_dir, _unpacked_size(archive))
+    extract_tar(archive, code_dir)
 
 
 def _stage_code(plan: JobPlan, uri: str, code_dir: Path, store: ContentStore, s3: S3) -> dict[str, Any]:
@@ -686,7 +694,7 @@ def _stage_code(plan: JobPlan, uri: str, code_dir: Path, store: ContentStore, s3
         bucket, key = parse_s3_uri(uri)
         version_id = s3.download(bucket, key, archive, pinned.get("version_id"))["version_id"]
         sha256 = _checked_archive_digest(archive, pinned.get("sha256"), uri)
-        extract_tar(archive, code_dir)
+        _extract_code(archive, code_dir, f"the code of {plan.job_name}")
         archive.unlink()
     elif uri.startswith(CAS_PREFIX):
         sha256 = parse_cas_uri(uri)
@@ -695,10 +703,12 @@ def _stage_code(plan: JobPlan, uri: str, code_dir: Path, store: ContentStore, s3
     else:
         path = local_path_of(uri)
         if path.is_dir():
+            check_free_space(f"the code of {plan.job_name}", code_dir,
+                             sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
             shutil.copytree(path, code_dir, dirs_exist_ok=True)
         else:
             sha256 = _checked_archive_digest(path, pinned.get("sha256"), uri)
-            extract_tar(path, code_dir)
+            _extract_code(path, code_dir, f"the code of {plan.job_name}")
     return {"uri": uri, "version_id": version_id, "sha256": sha256, "tree_sha256": tree_sha256(code_dir)}
 
 
