@@ -373,3 +373,17 @@ def test_a_full_disk_while_staging_from_s3_names_the_path_and_the_bytes(aws, led
     assert str(caught.value).startswith(f"no space left to stage s3://data/code/sourcedir.tar.gz at {archive}: "
                                         f"{archive_size:,} bytes are needed")
     assert not any(small_disk.iterdir())  # nothing half-staged left behind
+
+
+def test_a_database_on_a_full_disk_says_the_write_failed_not_that_it_cannot_open(ledger_home, monkeypatch,
+                                                                                  small_disk):
+    path = small_disk / "ledger.db"
+    monkeypatch.setenv("LEDGER_DB_URL", f"sqlite:///{path}")
+    book = open_ledger()
+    book.append(make_run(1, depth="3"))
+    with pytest.raises(StoreError) as caught:
+        book.append(make_run(2, config="x" * (2 << 20)))  # 2 MiB on a 1 MiB disk
+    message = str(caught.value)
+    assert message.startswith(f"could not write to the database sqlite:///{path}: database or disk is full"), message
+    assert [e.run_id for e in book.entries()] == [book.runs()["run_id"].iloc[0]]  # the first run is intact
+    book.engine.dispose()
