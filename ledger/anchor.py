@@ -327,7 +327,8 @@ def _save_s3(location: Location, anchor: dict, body: bytes, mode: str | None, re
 
 def read_anchors(where: str, session: Any = None) -> list[dict]:
     """Every anchor at a location: a file, every *.json in a directory, an S3 object (every version of it) or
-    every object version under an S3 prefix. Audit reports (JSON, HTML, Markdown) count as anchors."""
+    every object version under an S3 prefix. Audit reports (JSON, HTML, Markdown) count as anchors. One that
+    cannot be read is AnchorDamaged (plan_claims_anchor), never skipped: a garbled anchor must not pass."""
     location = parse_location(where)
     documents = _read_s3(location, session) if location.scheme == "s3" else _read_files(location)
     anchors = []

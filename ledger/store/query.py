@@ -1,6 +1,6 @@
 """Queries over the projections: the runs DataFrame and the `--where` filter language.
 
-The filter language is MLflow's search syntax, cut down: conditions joined by `and`, each
+The filter language is MLflow's search syntax, cut down: conditions joined by `and` (outside quotes), each
 `params.NAME OP VALUE`, `metrics.NAME OP VALUE` or `COLUMN OP VALUE` (project, status, job_name, backend,
 verdict, created_by, gap_count), OP one of = != < <= > >=, VALUE a number or a quoted string.
 """
