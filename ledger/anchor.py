@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ledger.errors import LedgerError, NotFound, TamperDetected, UsageError
+from ledger.errors import AnchorDamaged, LedgerError, NotFound, TamperDetected, UsageError
 from ledger.record import utc_now
 from ledger.store.ledger import VerifyReport
 
@@ -147,6 +147,18 @@ def parse_anchor_document(text: str | bytes, where: str) -> dict:
         raise UsageError(f"{where} holds no head (seq and 64-hex entry_hash)", "give a file written by ledger anchor")
     return {"seq": head["seq"], "entry_hash": head["entry_hash"], "run_id": head.get("run_id"),
             "anchored_at": anchored_at, "where": where, "source": source}
+
+
+def plan_claims_anchor(name: str, data: bytes) -> bool:
+    """Pure: whether a document that does not parse as an anchor is a damaged one rather than some other file:
+    it is named as `ledger anchor` names anchors, it is not JSON at all, or it says it is an anchor."""
+    if re.fullmatch(r"anchor-[0-9]+-[0-9A-Za-z]+\.json", name.rsplit("/", 1)[-1].split("?", 1)[0]):
+        return True
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return True
+    return isinstance(document, dict) and document.get("kind") == ANCHOR_KIND
 
 
 def plan_anchor_check(anchor: dict, row: dict | None, head_seq: int) -> dict | None:
@@ -315,7 +327,8 @@ def _save_s3(location: Location, anchor: dict, body: bytes, mode: str | None, re
 
 def read_anchors(where: str, session: Any = None) -> list[dict]:
     """Every anchor at a location: a file, every *.json in a directory, an S3 object (every version of it) or
-    every object version under an S3 prefix. Audit reports (JSON, HTML, Markdown) count as anchors."""
+    every object version under an S3 prefix. Audit reports (JSON, HTML, Markdown) count as anchors. One that
+    cannot be read is AnchorDamaged (plan_claims_anchor), never skipped: a garbled anchor must not pass."""
     location = parse_location(where)
     documents = _read_s3(location, session) if location.scheme == "s3" else _read_files(location)
     anchors = []
@@ -325,7 +338,11 @@ def read_anchors(where: str, session: Any = None) -> list[dict]:
                 anchors.append(_anchor_from_report(name, data))
             else:
                 anchors.append(parse_anchor_document(data, name))
-        except UsageError:
+        except UsageError as error:
+            if plan_claims_anchor(name, data):
+                raise AnchorDamaged(f"anchor damaged: {name}: {error.message}",
+                                    "the log cannot be checked against it: restore it from a copy (or an older S3 "
+                                    "version), or move it away and write a new one with ledger anchor") from None
             if not location.is_collection:
                 raise
             # in a directory or prefix, other JSON files are not anchors: skip them

@@ -81,12 +81,18 @@ def verify_command(as_json: bool = JSON_OPTION,
                    anchor: Optional[str] = typer.Option(None, "--anchor", help="Also check the log against the "
                                                         "anchors at file://PATH or s3://bucket/key (or an audit report).")):
     """Check the hash chain and every projection against the log. Exit 3 when something was altered."""
-    book = _open()
-    report = book.verify(check_projections=not chain_only)
-    if anchor:
-        from ledger.anchor import check_anchors
+    from ledger.errors import DatabaseDamaged
 
-        report = check_anchors(book, report, anchor)
+    try:
+        book = _open()
+        report = book.verify(check_projections=not chain_only)
+        if anchor:
+            from ledger.anchor import check_anchors
+
+            report = check_anchors(book, report, anchor)
+    except DatabaseDamaged as error:
+        error.exit_code = TamperDetected.exit_code  # a log that cannot be read cannot be vouched for
+        raise
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:

@@ -14,6 +14,7 @@ timestamps) and `pack_tar_gz` (a deterministic tar.gz), which the backends use f
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -22,12 +23,13 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from ledger.errors import NotFound, UsageError
-from ledger.record import canonical_bytes
+from ledger.errors import NoSpace, NotFound, UsageError
+from ledger.record import Gap, canonical_bytes
 
 CAS_PREFIX = "ledger-cas://sha256/"
 _CHUNK = 8 << 20  # 8 MiB reads: large enough that hashing runs at OpenSSL speed
@@ -146,6 +148,55 @@ def _checked_member(member: tarfile.TarInfo, dest: Path) -> tarfile.TarInfo:
     return member
 
 
+# --- free space -------------------------------------------------------------------------------------------------
+
+
+def _nearest_existing(path: str | Path) -> Path:
+    """path, or the nearest of its parents that exists: where a file about to be written will live."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that will hold path."""
+    return shutil.disk_usage(_nearest_existing(path)).free
+
+
+def build_no_space_error(what: str, path: str | Path, needed: int | None, free: int) -> NoSpace:
+    """Pure: the one-line error for a file system without room: where, how much was needed, how much is free."""
+    need = f"{needed:,} bytes are needed" if needed else "more space is needed"
+    return NoSpace(f"no space left to stage {what} at {path}: {need}, {free:,} bytes are free",
+                   "free space on that file system, or set LEDGER_HOME to one with room")
+
+
+def check_free_space(what: str, path: str | Path, needed: int) -> None:
+    """Refuse, before writing anything, to put `needed` bytes where there is not that much room."""
+    free = free_bytes(path)
+    if needed > free:
+        raise build_no_space_error(what, path, needed, free)
+
+
+@contextmanager
+def explain_no_space(what: str, path: str | Path, needed: int | None = None):
+    """A full disk (ENOSPC, EDQUOT) met while writing becomes NoSpace naming the path and the bytes needed."""
+    try:
+        yield
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        # shutil.copytree gathers its failures into one shutil.Error, with no errno of its own
+        full = full or (isinstance(err, shutil.Error) and os.strerror(errno.ENOSPC) in str(err))
+        if not full:
+            raise
+        raise build_no_space_error(what, path, needed, free_bytes(path)) from None
+
+
+def same_file_system(a: str | Path, b: str | Path) -> bool:
+    """Whether a hard link can join a and b (or their nearest existing parents)."""
+    return _nearest_existing(a).stat().st_dev == _nearest_existing(b).stat().st_dev
+
+
 # --- the store --------------------------------------------------------------------------------------------------
 
 
@@ -232,11 +283,14 @@ class ContentStore:
         """Put the object at dest: a hard link (instant, no space), or a copy across file systems."""
         source = self._checked_path(digest)
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, dest)
-        except OSError:
-            shutil.copyfile(source, dest)
+        with explain_no_space(f"object sha256:{digest[:12]}…", dest, source.stat().st_size):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, dest)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                shutil.copyfile(source, dest)
         return dest
 
     def _checked_path(self, digest: str) -> Path:
@@ -290,16 +344,68 @@ def manifest_digest(objects: list[dict]) -> str:
     return hashlib.sha256(canonical_bytes(objects)).hexdigest()
 
 
+def list_channel_files(root: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files of a channel directory as sorted (key, path), and the links refused, as "key -> target: why".
+
+    Symbolic links are followed, as `cp -rL` would, where they land inside the channel. A link out of it is
+    refused (it would copy files the channel does not hold, /etc/passwd say), and so are a link to nothing and a
+    link to a directory above itself (a loop): each refusal is named, so that nothing is left out unsaid.
+    """
+    root = Path(root)
+    inside = root.resolve()
+    files: list[tuple[str, Path]] = []
+    refused: list[str] = []
+
+    def walk(directory: Path, prefix: str, above: frozenset[Path]) -> None:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        for entry in entries:
+            key, path = prefix + entry.name, Path(entry.path)
+            if entry.is_symlink():
+                target = path.resolve()
+                why = ("points outside the channel" if not target.is_relative_to(inside)
+                       else "points to nothing" if not target.exists()
+                       else "loops back to a directory above it" if target in above or target == inside
+                       else None)
+                if why:
+                    refused.append(f"{key} -> {os.readlink(path)}: {why}")
+                    continue
+            if path.is_dir():
+                walk(path, key + "/", above | {path.resolve()})
+            elif path.is_file():
+                files.append((key, path))
+
+    walk(root, "", frozenset({inside}))
+    return sorted(files), refused
+
+
+def plan_refused_links_gap(channel: str, refused: list[str]) -> Gap | None:
+    """Pure: the gap that names the links a channel's pin left out, or None when there are none."""
+    if not refused:
+        return None
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    return Gap(what=f"data channel {channel}",
+               why=f"{len(refused)} symbolic link(s) were not stored: {refused[0]}{more}",
+               fix="copy the files into the channel directory; a link may point only inside the channel")
+
+
 def pin_file_channel(uri: str, store: ContentStore | None = None) -> dict:
     """Copy a file or a directory's files into the store; return a DataChannelPin-shaped dict.
 
     Keys are paths relative to the directory (a single file's key is its name), as the channel will see them.
     The manifest itself is stored too, so `snapshot_uri` (ledger-cas://sha256/<manifest_sha256>) names the channel.
+    Links that list_channel_files refuses are left out; `pin_file_channel_and_refusals` names them.
     """
+    return pin_file_channel_and_refusals(uri, store)[0]
+
+
+def pin_file_channel_and_refusals(uri: str, store: ContentStore | None = None) -> tuple[dict, list[str]]:
+    """pin_file_channel, and the symbolic links it refused (see list_channel_files)."""
     store = store or open_content_store()
     path = local_path_of(uri)
+    refused: list[str] = []
     if path.is_dir():
-        files = [(f.relative_to(path).as_posix(), f) for f in _walk_files(path)]
+        files, refused = list_channel_files(path)
     elif path.is_file():
         files = [(path.name, path)]
     else:
@@ -310,7 +416,7 @@ def pin_file_channel(uri: str, store: ContentStore | None = None) -> dict:
         entries.append((key, stored.digest, stored.size))
     objects = build_manifest_objects(entries)
     digest = store.put_bytes(canonical_bytes(objects))  # stored under manifest_digest(objects)
-    return build_file_pin(uri, objects, digest)
+    return build_file_pin(uri, objects, digest), refused
 
 
 def load_manifest(manifest_sha256: str, store: ContentStore | None = None) -> list[dict]:
@@ -335,6 +441,8 @@ def stage_file_pin(pin: dict, dest: str | Path, store: ContentStore | None = Non
             f"(first: {missing[0]})",
             f"the store at {store.root} lost them; pin the channel again from its files",
         )
+    if not same_file_system(store.root, dest):  # copies, not hard links: they take room
+        check_free_space(f"the channel {pin.get('uri')}", dest, sum(o.get("size") or 0 for o in objects))
     dest.mkdir(parents=True, exist_ok=True)
     staged = []
     for obj in objects:
@@ -377,7 +485,11 @@ __all__ = [
     "StoredObject",
     "build_tree_digest",
     "cas_uri",
+    "check_free_space",
+    "explain_no_space",
     "extract_tar",
+    "free_bytes",
+    "list_channel_files",
     "load_manifest",
     "local_path_of",
     "manifest_digest",
@@ -385,7 +497,9 @@ __all__ = [
     "pack_tar_gz",
     "parse_cas_uri",
     "pin_file_channel",
+    "pin_file_channel_and_refusals",
     "pin_source_dir",
+    "plan_refused_links_gap",
     "sha256_file",
     "stage_cas_uri",
     "stage_file_pin",

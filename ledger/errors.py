@@ -29,8 +29,16 @@ class StoreError(LedgerError):
     """The database cannot be reached, written, or is at the wrong schema version."""
 
 
+class DatabaseDamaged(StoreError):
+    """The database file is not a database any more, or its pages are malformed (`ledger verify` exits 3)."""
+
+
 class OutdatedSchema(StoreError):
     """The database was made by an older ledger; `ledger db upgrade` fixes it."""
+
+
+class NoSpace(LedgerError):
+    """A file system has no room for what is to be written there (staging a job's inputs, say)."""
 
 
 class CaptureRefused(LedgerError):
@@ -47,6 +55,12 @@ class PlanFailed(LedgerError):
 
 class TamperDetected(LedgerError):
     """`verify` found an entry or projection that does not match the chain."""
+
+    exit_code = 3
+
+
+class AnchorDamaged(LedgerError):
+    """An anchor that cannot be read: the log cannot be checked against it, which is not a pass."""
 
     exit_code = 3
 

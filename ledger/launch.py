@@ -89,13 +89,29 @@ def build_request(
     return request
 
 
-def as_file_uri(path_or_uri: str) -> str:
-    """A channel given as a local path becomes file:///abs/path; URIs are kept as they are."""
-    if re.match(r"^[a-z][a-z0-9+.-]*://", path_or_uri):
+def as_file_uri(path_or_uri: str, channel: str = "") -> str:
+    """A channel given as a local path becomes file:///abs/path; other URIs are kept as they are.
+
+    An empty value (which would resolve to the working directory), a path that does not exist and a directory
+    with no files are refused before anything is recorded, as SageMaker refuses a channel with no data.
+    """
+    what = f"channel {channel}" if channel else "channel"
+    if not path_or_uri.strip():
+        raise UsageError(f"{what} names no path", "write it like: --channel train=data/train")
+    is_uri = re.match(r"^[a-z][a-z0-9+.-]*://", path_or_uri)
+    if is_uri and not path_or_uri.startswith("file://"):
         return path_or_uri
-    path = Path(path_or_uri).expanduser().resolve()
+    if is_uri:
+        from ledger.content_store import local_path_of
+
+        path = local_path_of(path_or_uri).resolve()
+    else:
+        path = Path(path_or_uri).expanduser().resolve()
     if not path.exists():
         raise NotFound(f"channel path {path_or_uri} does not exist", "give an existing file or directory, or an s3:// URI")
+    if path.is_dir() and not any(entry.is_file() for entry in path.rglob("*")):
+        raise NotFound(f"{what}: {path} holds no files", "SageMaker refuses a channel with no data: put the data "
+                       "there, or name another directory")
     return path.as_uri()
 
 

@@ -111,8 +111,9 @@ def capture_request(
         stored_channels = {k: v for k, v in stored_channels.items() if k not in known}
         gaps += more
         for name, uri in stored_channels.items():  # kept in the content store, so a reproduction can read them
-            pins.data[name] = _guard(gaps, f"data channel {name}", lambda: _store_file_channel(uri),
-                                     DataChannelPin(uri=uri, kind="file"))
+            pins.data[name], more = _guard(gaps, f"data channel {name}", lambda: _store_file_channel(uri, name),
+                                           (DataChannelPin(uri=uri, kind="file"), []))
+            gaps += more
         if settings.data_pin == "snapshot":
             gaps += _snapshot_channels(sent, pins, session)
 
@@ -182,10 +183,12 @@ def _file_channels(request: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def _store_file_channel(uri: str) -> DataChannelPin:
-    from ledger.content_store import pin_file_channel
+def _store_file_channel(uri: str, name: str) -> tuple[DataChannelPin, list[Gap]]:
+    """The channel's files in the content store, and a gap naming the symbolic links that were not stored."""
+    from ledger.content_store import pin_file_channel_and_refusals, plan_refused_links_gap
 
-    return DataChannelPin.model_validate(pin_file_channel(uri))
+    pin, refused = pin_file_channel_and_refusals(uri)
+    return DataChannelPin.model_validate(pin), [g for g in [plan_refused_links_gap(name, refused)] if g]
 
 
 def _capture_source_archive(request: dict[str, Any], session: Any):

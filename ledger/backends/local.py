@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections import deque
@@ -39,12 +40,14 @@ from ledger.backends.base import LaunchResult, LogFn
 from ledger.content_store import (
     CAS_PREFIX,
     ContentStore,
+    check_free_space,
+    explain_no_space,
     extract_tar,
     local_path_of,
     manifest_digest,
     pack_tar_gz,
     parse_cas_uri,
-    pin_file_channel,
+    pin_file_channel_and_refusals,
     sha256_file,
     stage_cas_uri,
     stage_file_pin,
@@ -562,9 +565,10 @@ class S3:
         kwargs = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
         what = f"reading s3://{bucket}/{key}" + (f" version {version_id}" if version_id else "")
         response = self.call(what, self.client.get_object, **kwargs)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "wb") as f:
-            shutil.copyfileobj(response["Body"], f, 8 << 20)
+        with explain_no_space(f"s3://{bucket}/{key}", dest, response.get("ContentLength")):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "wb") as f:
+                shutil.copyfileobj(response["Body"], f, 8 << 20)
         # ETags without their quotes, as capture records them, so the two manifests digest alike.
         return {"version_id": response.get("VersionId"), "etag": (response.get("ETag") or "").strip('"') or None,
                 "size": response.get("ContentLength")}
@@ -603,10 +607,14 @@ def stage_s3_channel(s3: S3, channel: ChannelPlan, dest: Path, log: LogFn) -> di
     bucket, prefix = parse_s3_uri(pin.get("uri") or channel.uri)
     if pinned_objects:
         wanted = [(o["key"], o.get("version_id"), o.get("etag")) for o in pinned_objects]
+        needed = sum(o.get("size") or 0 for o in pinned_objects)
     else:
-        listed = [o["Key"] for o in s3.list_objects(bucket, prefix)]
+        sizes = {o["Key"]: o.get("Size") or 0 for o in s3.list_objects(bucket, prefix)}
         # A prefix that names an object exactly is that one object (as the SDK's local mode reads it).
-        wanted = [(key, None, None) for key in ([prefix] if prefix in listed else listed)]
+        wanted = [(key, None, None) for key in ([prefix] if prefix in sizes else sizes)]
+        needed = sum(sizes[key] for key, _, _ in wanted)
+    what = f"channel {channel.name}"
+    check_free_space(what, dest, needed)
     dest.mkdir(parents=True, exist_ok=True)
 
     def fetch(item: tuple[str, str | None, str | None]) -> dict[str, Any]:
@@ -618,8 +626,8 @@ def stage_s3_channel(s3: S3, channel: ChannelPlan, dest: Path, log: LogFn) -> di
         return {"key": key, **got}
 
     s3.client  # made once, before the threads share it
-    with ThreadPoolExecutor(max_workers=STAGING_WORKERS) as pool:  # S3 serves many GETs at once
-        objects = sorted(pool.map(fetch, wanted), key=lambda o: o["key"])
+    with explain_no_space(what, dest, needed), ThreadPoolExecutor(max_workers=STAGING_WORKERS) as pool:
+        objects = sorted(pool.map(fetch, wanted), key=lambda o: o["key"])  # S3 serves many GETs at once
     return {
         "uri": pin.get("uri") or channel.uri,
         "kind": "S3Prefix",
@@ -642,16 +650,43 @@ def stage_channel(channel: ChannelPlan, dest: Path, store: ContentStore, s3: S3,
     pin = channel.pin if channel.pin and channel.pin.get("kind") == "file" else None
     if pin is None:
         # Pin now: the job reads immutable copies, and the record can name exactly what it read.
-        pin = pin_file_channel(channel.uri, store)
+        pin, refused = pin_file_channel_and_refusals(channel.uri, store)
+        for link in refused:
+            log(f"ledger: warning: channel {channel.name}: symbolic link {link}: not staged")
     stage_file_pin(pin, dest, store)
     return pin
 
 
 def stage_code(plan: JobPlan, code_dir: Path, store: ContentStore, s3: S3) -> dict[str, Any] | None:
-    """Put the source code in code_dir; returns {uri, version_id, sha256, tree_sha256} of what was staged."""
+    """Put the source code in code_dir; returns {uri, version_id, sha256, tree_sha256} of what was staged.
+
+    A full disk is a NoSpace error naming code_dir and the bytes the code needs (where they can be known first).
+    """
     uri = plan.submit_dir
     if not uri:
         return None
+    needed = None
+    if uri.startswith(CAS_PREFIX) and store.has(parse_cas_uri(uri)):
+        archive = store.path_of(parse_cas_uri(uri))
+        needed = archive.stat().st_size + _unpacked_size(archive)  # a copy of it beside code_dir, then its files
+        check_free_space(f"the code of {plan.job_name}", code_dir, needed)
+    with explain_no_space(f"the code of {plan.job_name}", code_dir, needed):
+        return _stage_code(plan, uri, code_dir, store, s3)
+
+
+def _unpacked_size(archive: Path) -> int:
+    """Bytes the files of an archive take once unpacked."""
+    with tarfile.open(archive, "r:*") as tar:
+        return sum(member.size for member in tar if member.isfile())
+
+
+def _extract_code(archive: Path, code_dir: Path, what: str) -> None:
+    """Unpack the code, after checking there is room for it."""
+    check_free_space(what, code_dir, _unpacked_size(archive))
+    extract_tar(archive, code_dir)
+
+
+def _stage_code(plan: JobPlan, uri: str, code_dir: Path, store: ContentStore, s3: S3) -> dict[str, Any]:
     pinned = plan.source_archive if plan.source_archive and plan.source_archive.get("uri") == uri else {}
     version_id, sha256 = None, None
     if uri.startswith("s3://"):
@@ -659,7 +694,7 @@ def stage_code(plan: JobPlan, code_dir: Path, store: ContentStore, s3: S3) -> di
         bucket, key = parse_s3_uri(uri)
         version_id = s3.download(bucket, key, archive, pinned.get("version_id"))["version_id"]
         sha256 = _checked_archive_digest(archive, pinned.get("sha256"), uri)
-        extract_tar(archive, code_dir)
+        _extract_code(archive, code_dir, f"the code of {plan.job_name}")
         archive.unlink()
     elif uri.startswith(CAS_PREFIX):
         sha256 = parse_cas_uri(uri)
@@ -668,10 +703,12 @@ def stage_code(plan: JobPlan, code_dir: Path, store: ContentStore, s3: S3) -> di
     else:
         path = local_path_of(uri)
         if path.is_dir():
+            check_free_space(f"the code of {plan.job_name}", code_dir,
+                             sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
             shutil.copytree(path, code_dir, dirs_exist_ok=True)
         else:
             sha256 = _checked_archive_digest(path, pinned.get("sha256"), uri)
-            extract_tar(path, code_dir)
+            _extract_code(path, code_dir, f"the code of {plan.job_name}")
     return {"uri": uri, "version_id": version_id, "sha256": sha256, "tree_sha256": tree_sha256(code_dir)}
 
 

@@ -472,21 +472,21 @@ def hash_file(path: str | Path) -> str:
 def hash_file_tree(path: str | Path) -> list[DataObject]:
     """Every file under `path` (or `path` itself when it is a file): relative POSIX key, sha256 as etag, size.
 
-    Sorted by key. Symbolic links to files are read; links to directories are not followed (no loops).
+    Sorted by key. The files are those the content store pins (content_store.list_channel_files): symbolic links
+    are followed where they stay inside the channel; the others are left out, and hash_file_tree_refusals names them.
     """
+    return hash_file_tree_refusals(path)[0]
+
+
+def hash_file_tree_refusals(path: str | Path) -> tuple[list[DataObject], list[str]]:
+    """hash_file_tree, and the symbolic links it left out ("key -> target: why")."""
+    from ledger.content_store import list_channel_files
+
     root = Path(path)
     if root.is_file():
-        return [DataObject(key=root.name, etag=hash_file(root), size=root.stat().st_size)]
-    objects = []
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for filename in sorted(filenames):
-            file_path = Path(directory, filename)
-            if not file_path.is_file():
-                continue  # a dangling link, a socket
-            key = file_path.relative_to(root).as_posix()
-            objects.append(DataObject(key=key, etag=hash_file(file_path), size=file_path.stat().st_size))
-    return sorted(objects, key=lambda o: o.key)
+        return [DataObject(key=root.name, etag=hash_file(root), size=root.stat().st_size)], []
+    files, refused = list_channel_files(root)
+    return [DataObject(key=key, etag=hash_file(file), size=file.stat().st_size) for key, file in files], refused
 
 
 def file_uri_path(uri: str) -> Path:
@@ -505,11 +505,14 @@ def capture_file_channel(uri: str, channel_name: str = "") -> tuple[DataChannelP
     if not path.exists():
         gap = Gap(what=what, why=f"{path} does not exist", fix="correct the path")
         return DataChannelPin(uri=uri, kind="file"), [gap]
-    pin = build_channel_pin(uri, "file", hash_file_tree(path))
+    from ledger.content_store import plan_refused_links_gap
+
+    objects, refused = hash_file_tree_refusals(path)
+    pin = build_channel_pin(uri, "file", objects)
     pin.pinned = False
     gap = Gap(
         what=what,
         why="local files are hashed, not kept: a later change is detected but the old content cannot be read back",
         fix="keep a copy in the ledger's content store, or upload the data to a versioned S3 bucket",
     )
-    return pin, [gap]
+    return pin, [gap] + [g for g in [plan_refused_links_gap(channel_name or uri, refused)] if g]

@@ -53,7 +53,7 @@ def run_command(
     metrics = parse_assignments(metric, "--metric")
     channels = parse_assignments(channel, "--channel")
     if backend == "local":
-        channels = {name: as_file_uri(uri) for name, uri in channels.items()}
+        channels = {name: as_file_uri(uri, name) for name, uri in channels.items()}
     elif any(not uri.startswith("s3://") for uri in channels.values()):
         raise UsageError("SageMaker reads channels from S3 only", "give s3:// URIs with --backend sagemaker")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc, text
 
 from ledger.config import Settings, load_settings
-from ledger.errors import NotFound, StoreError, UsageError
+from ledger.errors import DatabaseDamaged, NotFound, StoreError, UsageError
 from ledger.record import (
     ZERO_HASH,
     ChainRef,
@@ -135,6 +136,30 @@ def _explain_connection_error(err: Exception, where: str) -> StoreError:
     )
 
 
+_DAMAGE_SIGNS = ("file is not a database", "database disk image is malformed", "malformed database schema")
+
+
+def _explain_damage(err: Exception, where: str) -> DatabaseDamaged | None:
+    """DatabaseDamaged when SQLite says its file is no database or has malformed pages; else None."""
+    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else ""
+    if not any(sign in detail for sign in _DAMAGE_SIGNS):
+        return None
+    path = _sqlite_path(where) if where.startswith("sqlite") else None
+    return DatabaseDamaged(f"database damaged: {path or where}: {detail}",
+                           "restore it from a backup; nothing in it can be read or verified until then")
+
+
+def _explain_write_error(err: Exception, where: str, opened: bool) -> StoreError:
+    """What a write failed on: a damaged file, the connection (before the transaction began), or the write."""
+    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if damage := _explain_damage(err, where):
+        return damage
+    if not opened or "locked" in detail:
+        return _explain_connection_error(err, where)
+    return StoreError(f"could not write to the database {where}: {detail}",
+                      "nothing of this write was saved (it was rolled back); fix what the database refused and retry")
+
+
 # --- the ledger -----------------------------------------------------------------------------------------------
 
 
@@ -157,20 +182,26 @@ class Ledger:
             with self.engine.connect() as conn:
                 yield conn
         except exc.OperationalError as err:
-            raise _explain_connection_error(err, self.where) from None
+            raise _explain_damage(err, self.where) or _explain_connection_error(err, self.where) from None
+        except (exc.DatabaseError, sqlite3.DatabaseError) as err:  # iter_entries reads SQLite's own cursor
+            if damage := _explain_damage(err, self.where):
+                raise damage from None
+            raise
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
         """A write transaction that holds the append lock until commit."""
+        opened = False
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(ledger_write=True)
                 with conn.begin():
                     if self.engine.dialect.name == "postgresql":
                         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ledger.append'))"))
+                    opened = True
                     yield conn
-        except exc.OperationalError as err:
-            raise _explain_connection_error(err, self.where) from None
+        except (exc.DBAPIError, sqlite3.DatabaseError) as err:
+            raise _explain_write_error(err, self.where, opened) from None
 
     # -- appending --
 
@@ -446,7 +477,11 @@ def open_ledger(db_url: str | None = None, *, check_schema: bool = True, setting
         try:
             migrate.ensure_current(engine, ledger.where, _lock_path(settings))
         except exc.OperationalError as err:
-            raise _explain_connection_error(err, ledger.where) from None
+            raise _explain_damage(err, ledger.where) or _explain_connection_error(err, ledger.where) from None
+        except exc.DatabaseError as err:
+            if damage := _explain_damage(err, ledger.where):
+                raise damage from None
+            raise
     return ledger
 
 
@@ -462,7 +497,11 @@ def upgrade_database(db_url: str | None = None) -> tuple[str | None, str, int]:
     try:
         before, after = migrate.upgrade(ledger.engine, "head", _lock_path(settings))
     except exc.OperationalError as err:
-        raise _explain_connection_error(err, ledger.where) from None
+        raise _explain_damage(err, ledger.where) or _explain_connection_error(err, ledger.where) from None
+    except exc.DatabaseError as err:
+        if damage := _explain_damage(err, ledger.where):
+            raise damage from None
+        raise
     runs = ledger.rebuild() if before != after else 0
     return before, after, runs
 

@@ -1,6 +1,6 @@
 """Queries over the projections: the runs DataFrame and the `--where` filter language.
 
-The filter language is MLflow's search syntax, cut down: conditions joined by `and`, each
+The filter language is MLflow's search syntax, cut down: conditions joined by `and` (outside quotes), each
 `params.NAME OP VALUE`, `metrics.NAME OP VALUE` or `COLUMN OP VALUE` (project, status, job_name, backend,
 verdict, created_by, gap_count), OP one of = != < <= > >=, VALUE a number or a quoted string.
 """
@@ -22,6 +22,8 @@ RUN_FRAME_COLUMNS = (
 )
 FILTERABLE_COLUMNS = {"project", "status", "job_name", "backend", "verdict", "created_by", "gap_count", "run_id",
                       "reproduction_of"}
+NUMERIC_COLUMNS = {"gap_count"}
+PARAM_PREFIX_CHARS = 100  # params are indexed by key and this many characters of the value (alembic 0004)
 OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
 
 _CONDITION = re.compile(
@@ -41,10 +43,25 @@ class Condition:
     text: str  # the value as written, without quotes
 
 
+_PIECE = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|\s+and\s+|[^'"\s]+|\s+|['"]""", re.IGNORECASE)
+
+
+def split_conditions(where: str) -> list[str]:
+    """Pure: a `--where` string cut at each `and` that is not inside a quoted value."""
+    parts, current = [], ""
+    for piece in _PIECE.findall(where.strip()):
+        if piece[:1].isspace() and piece.strip().lower() == "and":
+            parts.append(current)
+            current = ""
+        else:
+            current += piece
+    return parts + [current]
+
+
 def parse_where(where: str) -> list[Condition]:
     """Pure: the conditions of a `--where` string, or UsageError naming the part that cannot be read."""
     conditions = []
-    for part in re.split(r"\s+and\s+", where.strip(), flags=re.IGNORECASE):
+    for part in split_conditions(where):
         match = _CONDITION.match(part)
         if not match:
             raise UsageError(
@@ -63,6 +80,12 @@ def parse_where(where: str) -> list[Condition]:
                 raise UsageError(f"metric {name} compared with text {raw}", "compare metrics with numbers")
         elif name in FILTERABLE_COLUMNS:
             scope = "column"
+            if name in NUMERIC_COLUMNS and quoted:
+                try:
+                    value, quoted = float(written), False  # '3' is the number 3, as SQLite would read it
+                except ValueError:
+                    raise UsageError(f"{name} is a count, compared with text {raw}",
+                                     f"compare it with a number: {name} > 0") from None
         else:
             raise UsageError(
                 f"unknown field {name!r} in --where",
@@ -72,13 +95,51 @@ def parse_where(where: str) -> list[Condition]:
     return conditions
 
 
+NUMBER_TEXT_LIMIT = 400  # longer text is never a number: PostgreSQL's NUMERIC would overflow on it
+_DOUBLE_OVERFLOW = "1.7976931348623158079e308"  # from here up, text rounds to infinity as a double
+_DOUBLE_UNDERFLOW = "2.4703282292062328e-324"  # below this, text rounds to 0 as a double
+# A number, as both stores read it: optional sign, digits with an optional point (or a point and digits), an
+# optional exponent; spaces around it (SQLite's trim) but no other white space.
+NUMBER_PATTERN = r"^ *[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)? *$"
+# SQLite has no regular expressions: the same language as NUMBER_PATTERN, as GLOBs that a number matches (first)
+# and GLOBs that no number matches (the rest). tests/test_bad_input.py checks the two agree.
+_SQLITE_NUMBER_GLOBS = ("*[0-9]*",)
+_SQLITE_NOT_NUMBER_GLOBS = (
+    "*[^0-9.eE+-]*", "*.*.*", "*[eE]*[eE]*", "*[0-9.][+-]*", "*[+-][+-]*", "*[eE]", "*[eE][+-]", "*[eE]*.*",
+    "[eE]*", ".[eE]*", "[+-][eE]*", "[+-].[eE]*",
+)
+
+
 def _param_as_number(dialect: str) -> str:
-    """SQL for a param's text as a number, NULL where it is not one (params are stored as sent: text)."""
+    """SQL for a param's text as a double, NULL where it is not a number (params are stored as sent: text).
+
+    Both stores give the same answer: text beyond a double's range is +-infinity and text below it 0 (SQLite's
+    CAST does that; PostgreSQL's would raise, so such text goes through NUMERIC and is clamped first). The usual
+    short numbers take a fast path of one or two tests.
+    """
     if dialect == "postgresql":
-        return ("CASE WHEN p.value ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' "
-                "THEN CAST(p.value AS DOUBLE PRECISION) END")
-    return "CASE WHEN trim(p.value) GLOB '*[0-9]*' AND trim(p.value) NOT GLOB '*[^0-9.eE+-]*' " \
-           "THEN CAST(trim(p.value) AS REAL) END"
+        n = "CAST(trim(p.value) AS NUMERIC)"
+        huge_exponent = "p.value ~ '[eE][-+]?0*[1-9][0-9]{3,} *$'"  # |exponent| >= 1000: far out of range
+        return (f"CASE WHEN length(p.value) <= {NUMBER_TEXT_LIMIT} AND p.value ~ '{NUMBER_PATTERN}' THEN CASE"
+                # at most 20 characters and an exponent under 100: within a double's range, so the cast is safe
+                f" WHEN length(p.value) <= 20 AND p.value !~ '[eE][-+]?0*[0-9]{{3}}'"
+                f" THEN CAST(p.value AS DOUBLE PRECISION)"
+                f" WHEN substring(p.value from '^ *[-+]?([0-9.]*)') !~ '[1-9]' THEN 0.0::DOUBLE PRECISION"
+                f" WHEN {huge_exponent} AND p.value ~ '[eE]-' THEN 0.0::DOUBLE PRECISION"
+                f" WHEN {huge_exponent} THEN CASE WHEN p.value ~ '^ *-' THEN '-Infinity' ELSE 'Infinity' END"
+                f"::DOUBLE PRECISION"
+                f" WHEN {n} >= {_DOUBLE_OVERFLOW} THEN 'Infinity'::DOUBLE PRECISION"
+                f" WHEN {n} <= -{_DOUBLE_OVERFLOW} THEN '-Infinity'::DOUBLE PRECISION"
+                f" WHEN abs({n}) < {_DOUBLE_UNDERFLOW} THEN 0.0::DOUBLE PRECISION"
+                f" ELSE CAST({n} AS DOUBLE PRECISION) END END")
+    value = "trim(p.value)"
+    # digits with at most one point, no sign or exponent: a number, known in three tests
+    plain = f"{value} GLOB '*[0-9]*' AND {value} NOT GLOB '*[^0-9.]*' AND {value} NOT GLOB '*.*.*'"
+    checks = [f"length(p.value) <= {NUMBER_TEXT_LIMIT}"]
+    checks += [f"{value} GLOB '{glob}'" for glob in _SQLITE_NUMBER_GLOBS]
+    checks += [f"{value} NOT GLOB '{glob}'" for glob in _SQLITE_NOT_NUMBER_GLOBS]
+    return (f"CASE WHEN length(p.value) <= {NUMBER_TEXT_LIMIT} AND {plain} THEN CAST({value} AS REAL)"
+            f" WHEN {' AND '.join(checks)} THEN CAST({value} AS REAL) END")
 
 
 def build_where_sql(conditions: list[Condition], dialect: str) -> tuple[list[str], dict]:
@@ -96,6 +157,10 @@ def build_where_sql(conditions: list[Condition], dialect: str) -> tuple[list[str
         elif cond.numeric:
             number = _param_as_number(dialect)
             clauses.append(f"runs.run_id IN (SELECT p.run_id FROM params p WHERE p.key = :{key} AND {number} {cond.op} :{val})")
+        elif cond.op == "=":  # the prefix first: that is what the index holds (alembic 0004)
+            prefix = f"substr(value, 1, {PARAM_PREFIX_CHARS})"
+            clauses.append(f"runs.run_id IN (SELECT run_id FROM params WHERE key = :{key} AND {prefix} = "
+                           f"substr(:{val}, 1, {PARAM_PREFIX_CHARS}) AND value = :{val})")
         else:
             clauses.append(f"runs.run_id IN (SELECT run_id FROM params WHERE key = :{key} AND value {cond.op} :{val})")
     return clauses, binds

@@ -6,7 +6,7 @@ The migrations in alembic/versions create exactly these tables; tests/test_migra
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -52,7 +52,8 @@ class Run(SQLModel, table=True):
 
 class Param(SQLModel, table=True):
     __tablename__ = "params"
-    __table_args__ = (Index("ix_params_key_value", "key", "value"),)
+    # The first 100 characters of the value, not all of it: PostgreSQL refuses index rows over about 2.7 KB.
+    __table_args__ = (Index("ix_params_key_value_prefix", "key", text("substr(value, 1, 100)")),)
 
     run_id: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=250)
