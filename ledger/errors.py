@@ -33,6 +33,10 @@ class OutdatedSchema(StoreError):
     """The database was made by an older ledger; `ledger db upgrade` fixes it."""
 
 
+class ReadOnlyStore(StoreError):
+    """The database can be read, not written (read-only media, a SELECT-only role): writing commands refuse."""
+
+
 class CaptureRefused(LedgerError):
     """Strict mode refused to send a request that has pin gaps."""
 
