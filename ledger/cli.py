@@ -93,6 +93,9 @@ def verify_command(as_json: bool = JSON_OPTION,
         out.print(f"OK: {report.entries} entries, chain intact; head seq {report.head_seq} {report.head_hash}")
     if not report.ok:
         bad = report.first_bad
+        if bad.get("kind") == "guard":  # the chain may be intact, but nothing stops the next edit
+            raise TamperDetected(f"TAMPERED: {bad['problem']}", "find out who removed it, then restore the "
+                                 "trigger as the ledger's first migration (0001) creates it, and verify again")
         raise TamperDetected(
             f"TAMPERED at entry {bad['seq']} (run {bad['run_id']}): {bad['problem']}",
             "restore the database from a backup; `ledger db rebuild` repairs projections only",

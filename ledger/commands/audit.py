@@ -151,6 +151,9 @@ def check_report_command(
         for fact in result["newer_facts"]:
             _say(f"  since the report: entry {fact['seq']} {fact['kind']} of run {fact['run_id']} "
                  f"({fact['recorded_at']})")
+        if not result["content_checked"]:
+            _say("  not checked: the report's own text (it carries no content digest: made by an older ledger); "
+                 "check its signature with ledger audit verify FILE --key PUBKEY")
 
 
 @audit_app.command("keygen")
