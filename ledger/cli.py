@@ -108,7 +108,9 @@ def sync_command(as_json: bool = JSON_OPTION):
     database could not be written, and push the MLflow outbox."""
     from ledger.recorder import sync_runs
 
-    report = sync_runs(_open())
+    book = _open()
+    book.require_writable()  # a read-only ledger (a backup) is refused in one line, not half-synced
+    report = sync_runs(book)
     if as_json:
         _print_json(report.to_dict())
         return

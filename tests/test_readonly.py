@@ -115,8 +115,9 @@ def writing_commands_refuse(capsys, tmp_path: Path) -> None:
     code, out, err = cli(capsys, "run", str(script))
     assert code == 1 and "read-only" in err and "writable" in err and err.count("\n") == 1, err
     assert not marker.exists()  # refused before the job started, not recorded nowhere after it ran
-    code, _, err = cli(capsys, "db", "rebuild")
-    assert code == 1 and "read-only" in err and err.count("\n") == 1, err
+    for command in (["db", "rebuild"], ["db", "upgrade"], ["sync"]):
+        code, _, err = cli(capsys, *command)
+        assert code == 1 and "read-only" in err and err.count("\n") == 1, (command, err)
     book = open_ledger()
     with pytest.raises(ReadOnlyStore, match="read-only"):
         book.annotate(book.runs()["run_id"][0], {"tags": {"reviewed": "yes"}})

@@ -532,8 +532,7 @@ def upgrade_database(db_url: str | None = None) -> tuple[str | None, str, int]:
     """`ledger db upgrade`: migrate to head, then rebuild projections from the log. (before, after, runs)."""
     settings = load_settings(**({"db_url": db_url} if db_url else {}))
     ledger = open_ledger(settings=settings, check_schema=False)
-    if ledger.read_only:
-        raise _read_only_error(ledger.where, "read-only file or directory")
+    ledger.require_writable()
     try:
         before, after = migrate.upgrade(ledger.engine, "head", _lock_path(settings))
     except exc.OperationalError as err:
