@@ -106,7 +106,7 @@ def two_runs(db_url):
     return book
 
 
-def test_a_dropped_trigger_is_a_finding_of_verify_beside_an_intact_chain(two_runs, db_url, capsys):
+def test_a_dropped_trigger_is_a_finding_of_verify_beside_an_intact_chain(two_runs, db_url, tmp_path, capsys):
     assert run_cli(capsys, "verify")[0] == 0
     dropped = "entries_append_only" if db_url.startswith("postgresql") else "entries_no_delete"
     _admin(db_url, f"DROP TRIGGER {dropped}" + (" ON entries" if db_url.startswith("postgresql") else ""))
@@ -116,6 +116,13 @@ def test_a_dropped_trigger_is_a_finding_of_verify_beside_an_intact_chain(two_run
     assert err.startswith(f"error: TAMPERED: the append-only guard {dropped} is missing") and err.count("\n") == 1
     report = two_runs.verify()
     assert not report.ok and report.entries == 2 and report.problems == guards  # the chain itself is intact
+    for name in ("r.html", "r.md"):  # an audit report, and an anchor, say so too, naming no entry
+        code, _, err = run_cli(capsys, "audit", "-o", str(tmp_path / name))
+        assert code == 3 and f"did not verify: the append-only guard {dropped} is missing" in err
+        assert f"the append-only guard {dropped} is missing" in (tmp_path / name).read_text()
+        assert "entry None" not in (tmp_path / name).read_text()
+    code, _, err = run_cli(capsys, "anchor", "--to", (tmp_path / "anchors").as_uri())
+    assert code == 3 and "does not verify: the append-only guard" in err
     _admin(db_url, "DELETE FROM entries WHERE seq = 1")  # nothing refuses it now
     report = two_runs.verify()
     assert "entry 1 is missing" in report.first_bad["problem"] and report.first_bad.get("kind") is None
