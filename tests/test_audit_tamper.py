@@ -131,9 +131,10 @@ def test_a_dropped_trigger_is_a_finding_of_verify_beside_an_intact_chain(two_run
 
 def test_a_disabled_or_neutered_trigger_is_a_finding(two_runs, db_url, capsys):
     if db_url.startswith("postgresql"):
-        _admin(db_url, "ALTER TABLE entries DISABLE TRIGGER entries_append_only")
-        code, guards, _ = _guard_findings(capsys)
-        assert code == 3 and "is disabled" in guards[0]["problem"]
+        for how in ("DISABLE TRIGGER", "ENABLE REPLICA TRIGGER"):  # a replica trigger skips ordinary sessions
+            _admin(db_url, f"ALTER TABLE entries {how} entries_append_only")
+            code, guards, _ = _guard_findings(capsys)
+            assert code == 3 and "does not fire in ordinary sessions" in guards[0]["problem"]
         _admin(db_url, "ALTER TABLE entries ENABLE TRIGGER entries_append_only",
                "CREATE OR REPLACE FUNCTION ledger_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS "
                "$$ BEGIN RETURN OLD; END $$")

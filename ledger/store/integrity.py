@@ -230,7 +230,8 @@ def plan_guard_problems(dialect: str, found: dict[str, dict]) -> list[dict]:
     if trigger is None:
         problem(POSTGRES_GUARD, "is missing (its trigger was dropped)")
     elif not trigger.get("enabled"):
-        problem(POSTGRES_GUARD, "is disabled (ALTER TABLE entries DISABLE TRIGGER)")
+        problem(POSTGRES_GUARD, "does not fire in ordinary sessions (ALTER TABLE entries DISABLE TRIGGER, or ENABLE "
+                                "REPLICA TRIGGER)")
     elif not _POSTGRES_GUARD_DEFINITION.fullmatch(" ".join((trigger.get("definition") or "").split())):
         problem(POSTGRES_GUARD, "was replaced by a trigger that does not refuse every change")
     elif _squeeze(trigger.get("function_body")) != _squeeze(POSTGRES_GUARD_BODY):
@@ -246,7 +247,7 @@ def read_guards(ledger) -> dict[str, dict]:
                                      "AND tbl_name = 'entries'"))
             return {name: {"definition": sql, "enabled": True} for name, sql in rows}
         rows = conn.execute(text(
-            "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled <> 'D', p.prosrc FROM pg_trigger t "
+            "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled IN ('O', 'A'), p.prosrc FROM pg_trigger t "
             "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = to_regclass('entries') AND NOT t.tgisinternal"))
         return {name: {"definition": definition, "enabled": enabled, "function_body": body}
                 for name, definition, enabled, body in rows}

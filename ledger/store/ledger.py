@@ -177,8 +177,8 @@ READ_ONLY_SQLSTATES = ("25006", "42501")  # PostgreSQL: read_only_sql_transactio
 
 
 def _read_only_error(where: str, why: str) -> ReadOnlyStore:
-    return ReadOnlyStore(f"the ledger {where} is read-only ({why}): it can be listed, shown, verified and reported on, "
-                      "not written", "to record, point LEDGER_HOME (or LEDGER_DB_URL) at a writable ledger")
+    return ReadOnlyStore(f"the ledger {where} is read-only ({why}): it can be listed, shown, verified and reported "
+                         "on, not written", "to record, point LEDGER_HOME (or LEDGER_DB_URL) at a writable ledger")
 
 
 # --- the ledger -----------------------------------------------------------------------------------------------
@@ -211,17 +211,17 @@ class Ledger:
         return bool(self.engine.get_execution_options().get("ledger_read_only"))
 
     def require_writable(self) -> None:
-        """Raise the one-line StoreError of a ledger that cannot record: before a command starts work to record.
+        """Raise ReadOnlyStore (one line) for a ledger that cannot record, before a command starts work to record.
         PostgreSQL is asked whether this session may insert entries (a SELECT-only role, a read-only default)."""
-        if not self.read_only and self.engine.dialect.name == "postgresql":
+        if self.read_only:
+            raise _read_only_error(self.where, "read-only file or directory")
+        if self.engine.dialect.name == "postgresql":
             with self._reading() as conn:
                 read_only, may_insert = conn.execute(text(
                     "SELECT current_setting('transaction_read_only'), has_table_privilege('entries', 'INSERT')")).one()
             if read_only == "on" or not may_insert:
                 raise _read_only_error(self.where, "read-only transactions" if read_only == "on"
                                        else "no INSERT privilege on entries")
-        if self.read_only:
-            raise _read_only_error(self.where, "read-only file or directory")
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
