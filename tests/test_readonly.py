@@ -115,7 +115,8 @@ def writing_commands_refuse(capsys, tmp_path: Path) -> None:
     code, out, err = cli(capsys, "run", str(script))
     assert code == 1 and "read-only" in err and "writable" in err and err.count("\n") == 1, err
     assert not marker.exists()  # refused before the job started, not recorded nowhere after it ran
-    for command in (["db", "rebuild"], ["db", "upgrade"], ["sync"]):
+    for command in (["db", "rebuild"], ["db", "upgrade"], ["sync"], ["reproduce", "churn-xgb-001", "--yes"],
+                    ["demo"]):
         code, _, err = cli(capsys, *command)
         assert code == 1 and "read-only" in err and err.count("\n") == 1, (command, err)
     book = open_ledger()

@@ -32,7 +32,7 @@ def make_record(i: int = 0, project: str = "abalone", **extra) -> RunRecord:
 
 def tamper(url: str, *statements: str) -> None:
     """Change the database behind the ledger's back, as a careful administrator could: triggers off, SQL, triggers
-    back on (verify reports a missing trigger by itself: tests/test_readonly.py), so only the log gives it away."""
+    back on (verify reports a missing trigger by itself: tests/test_audit_tamper.py), so only the log gives it away."""
     from ledger.store.integrity import SQLITE_GUARDS
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))

@@ -45,7 +45,7 @@ def run_command(
     )
 
     settings = load_settings()
-    _refuse_a_read_only_ledger(settings)
+    refuse_a_read_only_ledger(settings)
     if algorithm and algorithm not in ALGORITHMS:
         raise UsageError(f"unknown algorithm {algorithm!r}", f"use one of: {', '.join(sorted(ALGORITHMS))}")
     if not algorithm and not entry_point:
@@ -92,7 +92,7 @@ def run_command(
         raise typer.Exit(1)
 
 
-def _refuse_a_read_only_ledger(settings) -> None:
+def refuse_a_read_only_ledger(settings) -> None:
     """A ledger on read-only media (a backup, an evidence copy) cannot record the run: say so before it starts.
     A ledger that cannot be reached now is not refused: the launch is spooled for `ledger sync`, as always."""
     from ledger.errors import ReadOnlyStore, StoreError
