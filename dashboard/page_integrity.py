@@ -33,7 +33,8 @@ with data.friendly_errors():
                    + (", and every projection row agrees with the log." if check_projections else "."), icon=":material/check_circle:")
     else:
         bad = report.first_bad
-        st.error(f"TAMPERED at entry {bad['seq']} (run {bad['run_id']}): {bad['problem']}", icon=":material/gpp_bad:")
+        where = f" at entry {bad['seq']} (run {bad['run_id']})" if bad.get("seq") is not None else ""
+        st.error(f"TAMPERED{where}: {bad['problem']}", icon=":material/gpp_bad:")
         st.info("Next: restore the database from a backup; `ledger db rebuild` repairs projections only.")
 
     cols = st.columns([1, 1, 3, 2])

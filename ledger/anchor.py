@@ -210,8 +210,9 @@ def _head_entry(book) -> tuple[dict, int]:
     report = book.verify(check_projections=False)
     if not report.ok:
         bad = report.first_bad
-        raise TamperDetected(f"refusing to anchor: the log does not verify at entry {bad['seq']} "
-                             f"(run {bad['run_id']}): {bad['problem']}", "run ledger verify, and restore the database")
+        where = f" at entry {bad['seq']} (run {bad['run_id']})" if bad.get("seq") is not None else ""
+        raise TamperDetected(f"refusing to anchor: the log does not verify{where}: {bad['problem']}",
+                             "run ledger verify, and restore the database")
     if report.head_seq == 0:
         raise NotFound(f"the ledger {book.where} is empty: there is no head to anchor", "record a run first")
     with book._reading() as conn:

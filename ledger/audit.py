@@ -504,6 +504,7 @@ def plan_report_check(block: dict, current: dict[int, dict], current_head: tuple
         "entries_checked": len(seen),
         "appended_since": max(0, current_head[0] - int(head.get("seq") or 0)),
         "newer_facts": list(newer or []),
+        "content_checked": bool(block.get("content_checked")),  # the report's own text (its digest) was checked
         "problems": problems,
         "first_bad": problems[0] if problems else None,
     }
@@ -700,7 +701,7 @@ def load_report_integrity(path: str | Path) -> tuple[dict, dict | None]:
             raise TamperDetected(f"{path} was changed after it was made: its content no longer matches its digest "
                                 f"{str(report.get('digest'))[:16]}…",
                                 "ask for the original report, or make a new one with ledger audit")
-        return build_integrity_block(report), report
+        return {**build_integrity_block(report), "content_checked": True}, report
     match = _HTML_BLOCK.search(text_) or _MD_BLOCK.search(text_)
     if not match:
         raise UsageError(f"{path} holds no ledger audit data", "give a JSON, HTML or Markdown report made by ledger audit")
@@ -710,7 +711,12 @@ def load_report_integrity(path: str | Path) -> tuple[dict, dict | None]:
         raise TamperDetected(f"the integrity data in {path} is damaged ({err})", "ask for the original report") from None
     if block.get("kind") != INTEGRITY_KIND:
         raise UsageError(f"{path} holds no ledger audit data", "give a report made by ledger audit")
-    return block, None
+    sealed = block.get("content_sha256")
+    if sealed is not None and plan_content_sha256(raw, str(sealed)) != sealed:
+        raise TamperDetected(f"{path} was changed after it was made: its content no longer matches its "
+                             f"content_sha256 {str(sealed)[:16]}…",
+                             "ask for the original report, or make a new one with ledger audit")
+    return {**block, "content_checked": sealed is not None}, None
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -736,6 +742,27 @@ def _environment():
                            who=format_who, sentence=format_sentence)
         _ENV = env
     return _ENV
+
+
+_MD_ENV = None
+
+
+def _markdown_environment():
+    """The templates' environment, with every value HTML-escaped on output (& < >, as the HTML form escapes
+    them): Markdown passes raw HTML through to the page, so a job name or a hyperparameter could carry a script.
+    Markup (the integrity block's tojson) is left as it is; a viewer shows each entity as its character."""
+    global _MD_ENV
+    if _MD_ENV is None:
+        _MD_ENV = _environment().overlay(finalize=escape_md_html)
+    return _MD_ENV
+
+
+def escape_md_html(value: Any) -> Any:
+    from markupsafe import Markup
+
+    if not isinstance(value, str) or isinstance(value, Markup):
+        return value
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def format_when(value: str | None) -> str:
@@ -832,16 +859,50 @@ def format_md_cell(value: Any) -> str:
 
 def _view(report: dict, manifest_rows: int) -> dict:
     return {"r": report, "manifest_rows": manifest_rows, "verdicts": VERDICTS,
-            "integrity_block": build_integrity_block(report)}
+            "integrity_block": {**build_integrity_block(report), "content_sha256": CONTENT_SEAL}}
 
 
 def render_html(report: dict, manifest_rows: int = DEFAULT_MANIFEST_ROWS) -> str:
     """The report as one self-contained HTML file: inline CSS, no script that runs, nothing fetched."""
-    return _environment().get_template("audit.html.j2").render(**_view(report, manifest_rows))
+    return seal_rendered(_environment().get_template("audit.html.j2").render(**_view(report, manifest_rows)))
 
 
 def render_markdown(report: dict, manifest_rows: int = DEFAULT_MANIFEST_ROWS) -> str:
-    return _environment().get_template("audit.md.j2").render(**_view(report, manifest_rows))
+    """The report as Markdown; every value HTML-escaped, as in the HTML form (a Markdown viewer renders HTML)."""
+    return seal_rendered(_markdown_environment().get_template("audit.md.j2").render(**_view(report, manifest_rows)))
+
+
+# The HTML and Markdown forms carry `content_sha256` in their integrity block: the sha256 of the file's UTF-8
+# bytes with those 64 hex digits written as zeros. `ledger audit check` recomputes it from the file, so an edited
+# word is caught as the JSON form's recomputed digest catches it. The bytes are hashed rather than the report
+# re-rendered from embedded data: a file made by one version of the templates stays checkable by the next, and
+# the full data (every manifest object) need not be embedded twice. Like the JSON digest it binds no author: a
+# signature (`ledger audit --sign`, `ledger audit verify --key`) does.
+CONTENT_SEAL = "0" * 64
+_SEAL_FIELD = '"content_sha256": "{}"'
+
+
+def plan_content_sha256(data: bytes, sealed: str) -> str | None:
+    """Pure: the content_sha256 of a rendered report's bytes that carry `sealed` in their (last) integrity
+    block, or None when that field is not in them."""
+    field_ = _SEAL_FIELD.format(sealed).encode()
+    at = data.rfind(field_)
+    if at < 0:
+        return None
+    import hashlib
+
+    blank = _SEAL_FIELD.format(CONTENT_SEAL).encode()
+    return hashlib.sha256(data[:at] + blank + data[at + len(field_):]).hexdigest()
+
+
+def seal_rendered(text_: str) -> str:
+    """The rendered HTML or Markdown with its content_sha256 filled in (the placeholder is in its last block)."""
+    blank = _SEAL_FIELD.format(CONTENT_SEAL)
+    at = text_.rfind(blank)
+    if at < 0:
+        return text_
+    sealed = plan_content_sha256(text_.encode("utf-8"), CONTENT_SEAL)
+    return text_[:at] + _SEAL_FIELD.format(sealed) + text_[at + len(blank):]
 
 
 def render_json(report: dict) -> str:

@@ -99,6 +99,9 @@ def verify_command(as_json: bool = JSON_OPTION,
         out.print(f"OK: {report.entries} entries, chain intact; head seq {report.head_seq} {report.head_hash}")
     if not report.ok:
         bad = report.first_bad
+        if bad.get("kind") == "guard":  # the chain may be intact, but nothing stops the next edit
+            raise TamperDetected(f"TAMPERED: {bad['problem']}", "find out who removed it, then restore the "
+                                 "trigger as the ledger's first migration (0001) creates it, and verify again")
         raise TamperDetected(
             f"TAMPERED at entry {bad['seq']} (run {bad['run_id']}): {bad['problem']}",
             "restore the database from a backup; `ledger db rebuild` repairs projections only",
@@ -111,7 +114,9 @@ def sync_command(as_json: bool = JSON_OPTION):
     database could not be written, and push the MLflow outbox."""
     from ledger.recorder import sync_runs
 
-    report = sync_runs(_open())
+    book = _open()
+    book.require_writable()  # a read-only ledger (a backup) is refused in one line, not half-synced
+    report = sync_runs(book)
     if as_json:
         _print_json(report.to_dict())
         return

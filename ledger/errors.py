@@ -41,6 +41,10 @@ class NoSpace(LedgerError):
     """A file system has no room for what is to be written there (staging a job's inputs, say)."""
 
 
+class ReadOnlyStore(StoreError):
+    """The database can be read, not written (read-only media, a SELECT-only role): writing commands refuse."""
+
+
 class CaptureRefused(LedgerError):
     """Strict mode refused to send a request that has pin gaps."""
 

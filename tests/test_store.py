@@ -31,7 +31,10 @@ def make_record(i: int = 0, project: str = "abalone", **extra) -> RunRecord:
 
 
 def tamper(url: str, *statements: str) -> None:
-    """Change the database behind the ledger's back, as an administrator could: triggers off, then SQL."""
+    """Change the database behind the ledger's back, as a careful administrator could: triggers off, SQL, triggers
+    back on (verify reports a missing trigger by itself: tests/test_audit_tamper.py), so only the log gives it away."""
+    from ledger.store.integrity import SQLITE_GUARDS
+
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -42,6 +45,11 @@ def tamper(url: str, *statements: str) -> None:
         for statement in statements:
             sql, binds = statement if isinstance(statement, tuple) else (statement, {})
             conn.execute(text(sql), binds)
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE entries ENABLE TRIGGER entries_append_only"))
+        else:
+            for definition in SQLITE_GUARDS.values():
+                conn.execute(text(definition))
     engine.dispose()
 
 

@@ -101,8 +101,9 @@ def report_command(
             _say(f"Signed: {signature}")
     if not integrity["ok"]:
         bad = integrity["problems"][0]
-        raise TamperDetected(f"the report was written, but the ledger did not verify: entry {bad['seq']} "
-                             f"(run {bad['run_id']}): {bad['problem']}", "the report shows the failure; run ledger verify")
+        where = f"entry {bad['seq']} (run {bad['run_id']}): " if bad.get("seq") is not None else ""
+        raise TamperDetected(f"the report was written, but the ledger did not verify: {where}{bad['problem']}",
+                             "the report shows the failure; run ledger verify")
 
 
 @audit_app.command("verify")
@@ -151,6 +152,9 @@ def check_report_command(
         for fact in result["newer_facts"]:
             _say(f"  since the report: entry {fact['seq']} {fact['kind']} of run {fact['run_id']} "
                  f"({fact['recorded_at']})")
+        if not result["content_checked"]:
+            _say("  not checked: the report's own text (it carries no content digest: made by an older ledger); "
+                 "check its signature with ledger audit verify FILE --key PUBKEY")
 
 
 @audit_app.command("keygen")

@@ -15,7 +15,10 @@ def demo_command():
     from ledger.config import load_settings
     from ledger.demo import run_demo
 
+    from ledger.commands.run import refuse_a_read_only_ledger
+
     settings = load_settings()
+    refuse_a_read_only_ledger(settings)
     out.print(f"ledger demo: everything goes to LEDGER_HOME={settings.home}")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,
                   transient=False) as progress:

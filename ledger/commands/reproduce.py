@@ -45,6 +45,10 @@ def reproduce_command(
             out.print(render_plan(plan))
 
     log = (lambda line: err.print(line, markup=False, highlight=False)) if as_json else None
+    if not dry_run:  # a read-only ledger (a backup) cannot record the relaunch: refuse before it starts
+        from ledger.cli import _open
+
+        _open().require_writable()
     try:
         result = reproduce(run, backend=backend, dry_run=dry_run, allow_drift=allow_drift,
                            secrets=parse_secrets(secret), yes=yes, tolerances=parse_tolerances(tolerance),

@@ -45,6 +45,7 @@ def run_command(
     )
 
     settings = load_settings()
+    refuse_a_read_only_ledger(settings)
     if algorithm and algorithm not in ALGORITHMS:
         raise UsageError(f"unknown algorithm {algorithm!r}", f"use one of: {', '.join(sorted(ALGORITHMS))}")
     if not algorithm and not entry_point:
@@ -89,6 +90,20 @@ def run_command(
                   markup=False, highlight=False)
     if record.outcome.status != "Completed":
         raise typer.Exit(1)
+
+
+def refuse_a_read_only_ledger(settings) -> None:
+    """A ledger on read-only media (a backup, an evidence copy) cannot record the run: say so before it starts.
+    A ledger that cannot be reached now is not refused: the launch is spooled for `ledger sync`, as always."""
+    from ledger.errors import ReadOnlyStore, StoreError
+    from ledger.store.ledger import open_ledger
+
+    try:
+        open_ledger(settings=settings).require_writable()
+    except ReadOnlyStore:
+        raise
+    except StoreError:
+        return
 
 
 def _stage_source(source: Path, backend: str, code_uri: str | None, settings, base: str) -> str:

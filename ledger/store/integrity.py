@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -187,12 +188,82 @@ def check_projections(ledger) -> list[dict]:
     return problems
 
 
+# The database's own refusal to change or remove an entry, as migration 0001 creates it: name -> definition.
+SQLITE_GUARDS = {
+    f"entries_no_{action.lower()}": f"CREATE TRIGGER entries_no_{action.lower()} BEFORE {action} ON entries "
+                                    "BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END"
+    for action in ("UPDATE", "DELETE")
+}
+POSTGRES_GUARD = "entries_append_only"
+POSTGRES_GUARD_BODY = "BEGIN RAISE EXCEPTION 'ledger entries are append-only'; END"
+_POSTGRES_GUARD_DEFINITION = re.compile(
+    r"CREATE TRIGGER entries_append_only BEFORE (DELETE OR UPDATE|UPDATE OR DELETE) ON (\S+\.)?entries "
+    r"FOR EACH ROW EXECUTE (FUNCTION|PROCEDURE) (\S+\.)?ledger_entries_append_only\(\)")
+
+
+def _squeeze(sql: str | None) -> str:
+    return " ".join((sql or "").split()).rstrip(";").strip().lower()
+
+
+def plan_guard_problems(dialect: str, found: dict[str, dict]) -> list[dict]:
+    """Pure: a finding (kind "guard") for each append-only trigger that is missing, disabled or no longer refuses.
+
+    `found` maps trigger name -> {"definition", "enabled", "function_body"} as the database describes it now
+    (sqlite_master on SQLite; pg_trigger and pg_proc on PostgreSQL). Without the guards the chain can still be
+    checked, but the database no longer refuses an UPDATE or DELETE of an entry: someone removed them."""
+    problems = []
+
+    def problem(name: str, what: str) -> None:
+        problems.append({"seq": None, "run_id": None, "kind": "guard", "guard": name,
+                         "problem": f"the append-only guard {name} {what}: the database no longer refuses "
+                                    "changes to the log"})
+
+    if dialect == "sqlite":
+        for name, definition in SQLITE_GUARDS.items():
+            trigger = found.get(name)
+            if trigger is None:
+                problem(name, "is missing (its trigger was dropped)")
+            elif _squeeze(trigger.get("definition")) != _squeeze(definition):
+                problem(name, "was replaced by a trigger that does not refuse every change")
+        return problems
+    trigger = found.get(POSTGRES_GUARD)
+    if trigger is None:
+        problem(POSTGRES_GUARD, "is missing (its trigger was dropped)")
+    elif not trigger.get("enabled"):
+        problem(POSTGRES_GUARD, "does not fire in ordinary sessions (ALTER TABLE entries DISABLE TRIGGER, or ENABLE "
+                                "REPLICA TRIGGER)")
+    elif not _POSTGRES_GUARD_DEFINITION.fullmatch(" ".join((trigger.get("definition") or "").split())):
+        problem(POSTGRES_GUARD, "was replaced by a trigger that does not refuse every change")
+    elif _squeeze(trigger.get("function_body")) != _squeeze(POSTGRES_GUARD_BODY):
+        problem(POSTGRES_GUARD, "calls a function that no longer raises")
+    return problems
+
+
+def read_guards(ledger) -> dict[str, dict]:
+    """The triggers on the entries table as the database describes them now."""
+    with ledger._reading() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                     "AND tbl_name = 'entries'"))
+            return {name: {"definition": sql, "enabled": True} for name, sql in rows}
+        rows = conn.execute(text(
+            "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled IN ('O', 'A'), p.prosrc FROM pg_trigger t "
+            "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = to_regclass('entries') AND NOT t.tgisinternal"))
+        return {name: {"definition": definition, "enabled": enabled, "function_body": body}
+                for name, definition, enabled, body in rows}
+
+
+def check_guards(ledger) -> list[dict]:
+    return plan_guard_problems(ledger.engine.dialect.name, read_guards(ledger))
+
+
 def verify(ledger, projections: bool = True):
     from ledger.store.ledger import VerifyReport
 
     count, head_seq, head_hash, problems = check_chain_parallel(ledger)
     if projections and not problems:
         problems = check_projections(ledger)
+    problems = problems + check_guards(ledger)  # beside the chain: whatever else was found
     return VerifyReport(ok=not problems, entries=count, head_seq=head_seq, head_hash=head_hash,
                         verified_at=utc_now(), problems=problems)
 

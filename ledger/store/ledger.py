@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc, text
 
 from ledger.config import Settings, load_settings
-from ledger.errors import DatabaseDamaged, NotFound, StoreError, UsageError
+from ledger.errors import DatabaseDamaged, NotFound, ReadOnlyStore, StoreError, UsageError
 from ledger.record import (
     ZERO_HASH,
     ChainRef,
@@ -87,10 +87,47 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+def plan_sqlite_access(exists: bool, dir_writable: bool, file_writable: bool, wal_exists: bool,
+                       shm_exists: bool) -> str:
+    """Pure: how to open a SQLite ledger file: "rw"; "immutable" (read-only, no lock, no -shm file: nothing can be
+    writing it, as no -wal file exists beside it); "ro" (read-only through a -wal file left by an open writer or a
+    copy taken while one was open: skipping it would hide committed entries); or "" when it cannot be opened."""
+    if dir_writable and (file_writable or not exists):
+        return "rw"
+    if not exists:
+        return ""
+    if not wal_exists:
+        return "immutable"
+    return "ro" if shm_exists or dir_writable else ""
+
+
+def _sqlite_access(path: Path) -> str:
+    wal, shm = path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+    access = plan_sqlite_access(path.exists(), os.access(path.parent, os.W_OK), os.access(path, os.W_OK),
+                                wal.exists(), shm.exists())
+    if not access:
+        raise ReadOnlyStore(
+            f"{path} is not writable" if not path.exists() else
+            f"{path} is read-only and has a write-ahead log ({wal.name}) but no {shm.name} to read it with",
+            "set LEDGER_HOME (or LEDGER_DB_URL) to a writable place" if not path.exists() else
+            f"copy {path.name} and {wal.name} to a writable place and point LEDGER_HOME there",
+        )
+    return access
+
+
+def _read_only_connector(path: Path, access: str):
+    """sqlite3 connections that cannot write: a read-only file or LEDGER_HOME (a backup, an evidence copy)."""
+    import sqlite3
+
+    uri = path.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if access == "immutable" else "")
+    return lambda: sqlite3.connect(uri, uri=True, timeout=60)
+
+
 def _make_engine(settings: Settings) -> Engine:
     url = settings.db_url
     if settings.is_sqlite:
         path = _sqlite_path(url)
+        access = "rw"
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,18 +136,19 @@ def _make_engine(settings: Settings) -> Engine:
                     f"cannot create {path.parent}: {err.strerror}",
                     "set LEDGER_HOME (or LEDGER_DB_URL) to a writable place",
                 ) from None
-            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-                raise StoreError(
-                    f"{path} is not writable",
-                    "set LEDGER_HOME (or LEDGER_DB_URL) to a writable place",
-                )
-        engine = create_engine(url, connect_args={"timeout": 60})
+            access = _sqlite_access(path)
+        if access == "rw":
+            engine = create_engine(url, connect_args={"timeout": 60})
+        else:
+            engine = create_engine(url, creator=_read_only_connector(path, access),
+                                   execution_options={"ledger_read_only": True})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            if access == "rw":
+                cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB, not 2: the indexes of 100,000 runs stay in memory
             cursor.close()
@@ -160,6 +198,14 @@ def _explain_write_error(err: Exception, where: str, opened: bool) -> StoreError
                       "nothing of this write was saved (it was rolled back); fix what the database refused and retry")
 
 
+READ_ONLY_SQLSTATES = ("25006", "42501")  # PostgreSQL: read_only_sql_transaction, insufficient_privilege
+
+
+def _read_only_error(where: str, why: str) -> ReadOnlyStore:
+    return ReadOnlyStore(f"the ledger {where} is read-only ({why}): it can be listed, shown, verified and reported "
+                         "on, not written", "to record, point LEDGER_HOME (or LEDGER_DB_URL) at a writable ledger")
+
+
 # --- the ledger -----------------------------------------------------------------------------------------------
 
 
@@ -188,9 +234,29 @@ class Ledger:
                 raise damage from None
             raise
 
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only: a SQLite file or LEDGER_HOME that cannot be written (a backup, an evidence copy)."""
+        return bool(self.engine.get_execution_options().get("ledger_read_only"))
+
+    def require_writable(self) -> None:
+        """Raise ReadOnlyStore (one line) for a ledger that cannot record, before a command starts work to record.
+        PostgreSQL is asked whether this session may insert entries (a SELECT-only role, a read-only default)."""
+        if self.read_only:
+            raise _read_only_error(self.where, "read-only file or directory")
+        if self.engine.dialect.name == "postgresql":
+            with self._reading() as conn:
+                read_only, may_insert = conn.execute(text(
+                    "SELECT current_setting('transaction_read_only'), has_table_privilege('entries', 'INSERT')")).one()
+            if read_only == "on" or not may_insert:
+                raise _read_only_error(self.where, "read-only transactions" if read_only == "on"
+                                       else "no INSERT privilege on entries")
+
     @contextmanager
     def _writing(self) -> Iterator[Any]:
         """A write transaction that holds the append lock until commit."""
+        if self.read_only:
+            raise _read_only_error(self.where, "read-only file or directory")
         opened = False
         try:
             with self.engine.connect() as conn:
@@ -201,6 +267,8 @@ class Ledger:
                     opened = True
                     yield conn
         except (exc.DBAPIError, sqlite3.DatabaseError) as err:
+            if getattr(getattr(err, "orig", None), "sqlstate", None) in READ_ONLY_SQLSTATES:
+                raise _read_only_error(self.where, str(err.orig).strip().splitlines()[0]) from None
             raise _explain_write_error(err, self.where, opened) from None
 
     # -- appending --
@@ -475,6 +543,9 @@ def open_ledger(db_url: str | None = None, *, check_schema: bool = True, setting
     mlflow_sink.attach_mirror(ledger)  # the MLflow outbox: a listener on every append
     if check_schema:
         try:
+            if ledger.read_only:  # nothing may be created or migrated on read-only media
+                migrate.require_current(engine, ledger.where)
+                return ledger
             migrate.ensure_current(engine, ledger.where, _lock_path(settings))
         except exc.OperationalError as err:
             raise _explain_damage(err, ledger.where) or _explain_connection_error(err, ledger.where) from None
@@ -494,6 +565,7 @@ def upgrade_database(db_url: str | None = None) -> tuple[str | None, str, int]:
     """`ledger db upgrade`: migrate to head, then rebuild projections from the log. (before, after, runs)."""
     settings = load_settings(**({"db_url": db_url} if db_url else {}))
     ledger = open_ledger(settings=settings, check_schema=False)
+    ledger.require_writable()
     try:
         before, after = migrate.upgrade(ledger.engine, "head", _lock_path(settings))
     except exc.OperationalError as err:

@@ -113,3 +113,20 @@ def ensure_current(engine: Engine, where: str, lock_path: Path | None = None) ->
         f"the database {where} is at schema {current}, newer than this ledger knows ({head})",
         "upgrade the ledger package: pip install -U sagemaker-ledger",
     )
+
+
+def require_current(engine: Engine, where: str) -> None:
+    """A read-only database (a backup, an evidence copy) is read at head only: nothing is created or migrated."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise StoreError(f"{where} is read-only and holds no ledger", "point LEDGER_HOME (or LEDGER_DB_URL) at a ledger")
+    if _is_known_revision(current):
+        raise OutdatedSchema(f"the database {where} is at schema {current}, this ledger needs {head}; it is read-only",
+                             "copy it to a writable place and upgrade the copy with: ledger db upgrade")
+    raise StoreError(
+        f"the database {where} is at schema {current}, newer than this ledger knows ({head})",
+        "upgrade the ledger package: pip install -U sagemaker-ledger",
+    )
