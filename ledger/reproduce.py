@@ -697,7 +697,8 @@ def _snapshot_drifted(record: RunRecord, plan: Plan, inherited, session) -> dict
     channels checked unchanged are read where they are."""
     from ledger.capture.data import snapshot_channel
 
-    drifted = {c.channel for c in plan.drifted + plan.missing + plan.unchecked if c.channel}
+    moved = plan.drifted + plan.missing + plan.unchecked
+    drifted = {c.channel for c in moved if c.channel and c.pin.startswith("data ")}
     uris = {}
     for name, pin in inherited.data.items():
         if pin.snapshot_uri and pin.snapshot_uri.startswith("s3://"):

@@ -88,14 +88,16 @@ def rows(plan) -> dict[str, dict]:
 @pytest.fixture
 def world(aws, tmp_path, monkeypatch):
     """The built-in XGBoost image in (moto's) ECR, a versioned data bucket, the SDK's unversioned default bucket,
-    and a git repository with one commit as the working directory."""
+    and a git repository with one pushed commit as the working directory."""
     publish_builtin_image()
     make_data_bucket()
     boto3.client("s3").create_bucket(Bucket=CODE_BUCKET)
-    repo = tmp_path / "project"
+    repo, origin = tmp_path / "project", tmp_path / "origin.git"
     repo.mkdir()
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True, capture_output=True)
     for args in (["init", "-q", "-b", "main"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
-                                                 "--allow-empty", "-m", "first"]):
+                                                 "--allow-empty", "-m", "first"],
+                 ["remote", "add", "origin", str(origin)], ["push", "-q", "origin", "main"]):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     monkeypatch.chdir(repo)
     return repo
@@ -204,8 +206,7 @@ def test_overwritten_sdk3_code_is_restored_from_the_kept_copy_and_the_reproducti
     upload_sdk3_code("mt-kept")
     record, session = record_on_sagemaker(sdk3_request("mt-kept"))
     channels = record.pins.code.code_channels
-    assert channels["code"]["kept"] is True
-    assert not [g for g in record.pins.gaps if g.what.startswith("code channel")], record.pins.gaps
+    assert channels["code"]["kept"] is True and not record.pins.gaps, record.pins.gaps
     for obj in channels["code"]["objects"]:  # the bytes are in the ledger's own store
         assert hashlib.sha256(open_ledger().get_blob(obj["sha256"])).hexdigest() == obj["sha256"]
     boto3.client("s3").put_object(Bucket=CODE_BUCKET, Key="mt-kept/input/code/train.py", Body=b"print('other')\n")
@@ -247,3 +248,39 @@ def test_a_reproduction_that_reads_changed_code_records_that_code(world, db_url,
         b"print('other')\n").hexdigest()
     assert "code channel code" in result.record.model_extra["allowed_drift"]
     assert "code channel code" in [e["pin"] for e in result.verdict.explained_by]
+
+
+def test_the_audit_shows_the_code_channels_and_says_every_reference_was_pinned_only_when_so(world, db_url):
+    from ledger.audit import collect_report, render_html, render_markdown
+    from ledger.recorder import capture_request, save_launch
+
+    session = aws_session_that_reads_aws_images()
+    upload_sdk3_code("mt-audit")
+    kept = save_launch(capture_request(sdk3_request("mt-audit"), session=session), announce=False)
+    assert not kept.pins.gaps, kept.pins.gaps
+    # A record made before code channels were kept: digests only, no versions, no copy, and no gap saying so.
+    upload_sdk3_code("mt-older")
+    older = capture_request(sdk3_request("mt-older"), session=session)
+    for channel in older.record.pins.code.code_channels.values():
+        channel.pop("objects", None), channel.pop("kept", None)
+    older = save_launch(older, announce=False)
+
+    report = collect_report(open_ledger(), [kept.run_id, older.run_id])
+    sections = {run["job_name"]: run for run in report["runs"]}
+    assert sections["mt-audit"]["fully_pinned"] is True
+    assert [c["how"] for c in sections["mt-audit"]["code_channels"]] == ["a copy kept in the ledger"] * 2
+    assert sections["mt-older"]["fully_pinned"] is False
+    assert sections["mt-older"]["unpinned"][0].startswith(f"code channel code (s3://{CODE_BUCKET}/mt-older/")
+    assert report["summary"]["fully_pinned"] == 1
+
+    markdown = render_markdown(report)
+    parts = {part.split("\n", 1)[0].split(". ", 1)[-1]: part for part in markdown.split("\n### ")[1:]}
+    kept_part, older_part = parts["mt-audit"], parts["mt-older"]
+    assert "every reference this run used was pinned" in kept_part
+    assert f"Code channel code: s3://{CODE_BUCKET}/mt-audit/input/code" in kept_part
+    assert kept.pins.code.code_channels["code"]["tree_sha256"] in kept_part
+    assert "every reference this run used was pinned" not in older_part
+    assert "Not pinned, though no gap was recorded" in older_part
+    html = render_html(report)
+    assert html.count("every reference this run used was pinned") == 1
+    assert "Code channel code" in html

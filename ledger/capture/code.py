@@ -344,9 +344,9 @@ def capture_code_channels(
                 "kept": keeping,
             }
             if not plan_code_channel_pinned(pinned[name]):
-                why = (f"bucket {bucket} keeps no versions of these {len(objects)} file(s), and the ledger keeps "
-                       f"no copy of them ({total} bytes, more than {MAX_KEPT_CODE_BYTES})" if objects
-                       else f"no files under {uri}")
+                too_large = f" ({total} bytes, more than {MAX_KEPT_CODE_BYTES})" if keep is not None else ""
+                why = (f"bucket {bucket} keeps no versions of these {len(objects)} file(s), and the ledger kept "
+                       f"no copy of them{too_large}" if objects else f"no files under {uri}")
                 gaps.append(Gap(what=f"code channel {name} ({uri})", why=why,
                                 fix=f"enable versioning: aws s3api put-bucket-versioning --bucket {bucket} "
                                     "--versioning-configuration Status=Enabled"))
