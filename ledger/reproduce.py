@@ -458,7 +458,7 @@ def _observe_code_channel(channel: dict[str, Any], session) -> dict[str, Any]:
     recorded = {o["key"]: o.get("sha256") for o in channel.get("objects") or []}
     if not recorded:  # recorded before the ledger kept one digest a file: the tree digest says only "changed"
         same = plan_tree_sha256(list(now.items())) == channel.get("tree_sha256")
-        return {"changed": [] if same else ["(some file; the record has no digest a file)"]}
+        return {"changed": [] if same else ["(which file: the record has no digest of each file)"]}
     seen = {"changed": sorted(k for k in recorded if k in now and now[k] != recorded[k]),
             "deleted": sorted(k for k in recorded if k not in now),
             "added": sorted(k for k in now if k not in recorded)}
@@ -644,7 +644,7 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
     world["backend"] = observe_backend(record, backend, secrets)
     plan = plan_reproduction(record, world, backend, secrets, allow_drift)
     if plan.blocked:
-        raise PlanFailed(f"cannot reproduce {record.run_id} on the {backend} backend: {plan.blocked[0].now}",
+        raise PlanFailed(f"cannot reproduce {record.run_id}: the {backend} backend {plan.blocked[0].now}",
                          plan.blocked[0].action, plan=plan)
     if not plan.ok:
         named = ", ".join(f"{c.pin} ({c.now})" for c in plan.stopping[:5])
@@ -666,7 +666,7 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
             pin.objects = [o for o in pin.objects if o.key != check.key]
             pin.object_count, pin.total_bytes = len(pin.objects), sum(o.size or 0 for o in pin.objects)
     channel_uris, submit_directory = {}, None
-    if backend == "sagemaker":  # S3DataSource has no version field: what moved is read from a copy of the recorded
+    if backend == "sagemaker":  # an S3 URI names no version: what moved is read from a copy of what was recorded
         channel_uris = _snapshot_drifted(record, plan, inherited, session)
         channel_uris.update(_restore_code_channels(record, plan, session, book))
         submit_directory = _restore_source_archive(plan, inherited, session)
@@ -718,17 +718,15 @@ def _restore_code_channels(record: RunRecord, plan: Plan, session, book) -> dict
     from ledger.capture import client_for
     from ledger.capture.data import SNAPSHOT_PREFIX, build_s3_uri, parse_s3_uri
 
-    moved = {c.channel for c in plan.checks if c.pin.startswith("code channel") and c.status != "ok"}
+    status = {c.channel: c.status for c in plan.checks if c.pin.startswith("code channel") and ":" not in c.pin}
     uris: dict[str, str] = {}
     for name, channel in (record.pins.code.model_extra.get("code_channels") or {}).items():
         objects = channel.get("objects") or []
-        if name not in moved or not objects:
-            continue
+        restorable = bool(objects) and (channel.get("kept") or all(o.get("version_id") for o in objects))
+        if status.get(name, "ok") in ("ok", "missing") or not restorable:
+            continue  # unchanged: read where it is; else (--allow-drift) read as it is now, and its record says so
         bucket, prefix = parse_s3_uri(channel["uri"])
         root = f"{SNAPSHOT_PREFIX}{channel['tree_sha256']}/"
-        restorable = all(o.get("version_id") for o in objects) or channel.get("kept")
-        if not restorable:
-            continue  # neither versions nor a kept copy: read as it is now (--allow-drift); its record says so
         try:
             s3 = client_for(session, "s3")
             for obj in objects:
