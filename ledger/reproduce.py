@@ -98,6 +98,9 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
                      "run in this environment" + (f"; {len(changed)} package(s) differ" if changed else ""), status))
         for name, (was, now) in sorted(changed.items())[:20]:
             add(PinCheck(f"package {name}", str(was), str(now), "differs from the recorded environment", "drift"))
+    elif pins.image.digest and backend == "local":  # this backend runs the job in this Python, not in the image
+        add(PinCheck("image", _short(pins.image.digest), "not used on this backend",
+                     "run in this Python environment instead", "drift"))
     elif pins.image.digest:
         exists = image.get("digest_exists")
         add(PinCheck("image", _short(pins.image.digest), "present" if exists else

@@ -139,21 +139,21 @@ def test_a_failed_s3_ecr_or_git_call_is_not_checked_and_stops_the_plan(world, le
     record, session = record_on_sagemaker(sdk2_request("blind", {"train": "s3://abalone-data/abalone/train/"}),
                                           workdir=world)
     assert record.pins.code.commit and record.pins.image.digest == DIGEST
-    found = rows(reproduce(record.run_id, backend="local", dry_run=True, session=session).plan)
+    found = rows(reproduce(record.run_id, backend="sagemaker", dry_run=True, session=session).plan)
     assert {found[p]["status"] for p in ("image", "data train", "code commit")} == {"ok"}
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there: every AWS call fails
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     shutil.move(world, world.parent / "moved-away")  # and git cannot open the recorded repository
     with pytest.raises(PlanFailed) as failure:
-        reproduce(record.run_id, backend="local", dry_run=True, session=boto3.Session())
+        reproduce(record.run_id, backend="sagemaker", dry_run=True, session=boto3.Session())
     found = rows(failure.value.plan)
     for pin in ("image", "data train", "code commit"):
         assert found[pin]["status"] == "unchecked", found[pin]
         assert found[pin]["now"].startswith("not checked: "), found[pin]
     assert "could not be checked" in failure.value.message
 
-    allowed = reproduce(record.run_id, backend="local", dry_run=True, allow_drift=True, session=boto3.Session())
+    allowed = reproduce(record.run_id, backend="sagemaker", dry_run=True, allow_drift=True, session=boto3.Session())
     assert allowed.plan.ok and len(allowed.plan.unchecked) == 3  # goes on, and still says what was not checked
 
 

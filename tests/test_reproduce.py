@@ -172,7 +172,7 @@ def test_sagemaker_record_with_overwritten_objects_reproduces_pinned(sdk2, capsy
     assert result["plan"]["checks"][0]["pin"] == "image"
 
     # On this machine: the recorded versions, the built-in algorithm, the same model.
-    code, out, err = cli(capsys, "reproduce", record.run_id, "--backend", "local", "--json", "--allow-drift")
+    code, out, err = cli(capsys, "reproduce", record.run_id, "--backend", "local", "--json")
     assert code == 0, err
     assert json.loads(out)["verdict"]["result"] == "IDENTICAL"
 
