@@ -223,8 +223,8 @@ def build_summary(records: list[RunRecord], reproductions: dict[str, list[RunRec
         "runs": len(records),
         "originals": len(originals),
         "reproductions": len(repro_records),
-        "fully_pinned": sum(1 for r in records if not r.pins.gaps),
-        "with_gaps": sum(1 for r in records if r.pins.gaps),
+        "fully_pinned": sum(1 for r in records if not r.pins.gaps and not build_unpinned_references(r)),
+        "with_gaps": sum(1 for r in records if r.pins.gaps or build_unpinned_references(r)),
         "gap_kinds": dict(sorted(gap_kinds.items())),
         "status": dict(sorted(Counter(r.outcome.status or "unknown" for r in records).items())),
         "originals_by_verdict": {v: by_latest.get(v, 0) for v in VERDICTS},
@@ -295,6 +295,40 @@ def build_pinning_changes(original: dict | None, sent: dict) -> list[str]:
     return changed
 
 
+def build_code_channels(record: RunRecord) -> list[dict]:
+    """The SDK 3.x code channels the run read: where, their content digest, and how they are pinned."""
+    from ledger.capture.code import plan_code_channel_pinned
+
+    rows = []
+    for name, channel in sorted((record.pins.code.model_extra.get("code_channels") or {}).items()):
+        objects = channel.get("objects") or []
+        versioned = bool(objects) and all(o.get("version_id") for o in objects)
+        rows.append({
+            "channel": name, "uri": channel.get("uri"), "tree_sha256": channel.get("tree_sha256"),
+            "object_count": channel.get("object_count", 0), "total_bytes": channel.get("total_bytes", 0),
+            "pinned": plan_code_channel_pinned(channel),
+            "how": "by version id" if versioned else ("a copy kept in the ledger" if channel.get("kept") else
+                                                      "by content digest only: nothing to restore it from"),
+        })
+    return rows
+
+
+def build_unpinned_references(record: RunRecord) -> list[str]:
+    """References the run read that are not pinned although no gap says so (records made before the ledger named
+    them): a code channel with neither versions nor a kept copy, a data channel not pinned. Pure."""
+    named = [gap.what for gap in record.pins.gaps]
+    found = []
+    for row in build_code_channels(record):
+        what = f"code channel {row['channel']}"
+        if not row["pinned"] and not any(w.startswith(what) for w in named):
+            found.append(f"{what} ({row['uri']}): {row['how']}")
+    for name, channel in sorted(record.pins.data.items()):
+        what = f"data channel {name}"
+        if not channel.pinned and not any(w.startswith(what) for w in named):
+            found.append(f"{what} ({channel.uri}): not pinned to versions or a kept copy")
+    return found
+
+
 def _dump(part: Any) -> dict:
     return part.model_dump(mode="json") if part is not None and hasattr(part, "model_dump") else (part or {})
 
@@ -357,8 +391,10 @@ def build_run_section(record: RunRecord, entries: list[dict], reproductions: lis
             "metrics": dict(sorted(outcome.metrics.items())),
             "model_artifact": _dump(artifact) if artifact else None,
         },
+        "code_channels": build_code_channels(record),
         "gaps": [_dump(gap) for gap in pins.gaps],
-        "fully_pinned": not pins.gaps,
+        "unpinned": build_unpinned_references(record),
+        "fully_pinned": not pins.gaps and not build_unpinned_references(record),
         "verdict": _dump(record.verdict) if record.verdict else None,
         "reproductions": [
             {"run_id": r.run_id, "job_name": r.job_name, "created_at": r.created_at, "status": r.outcome.status,

@@ -74,7 +74,8 @@ def capture_request(
 
     `request` is left untouched; `Capture.request` is the one to send. Raises CaptureRefused only in strict mode.
     `inherited` (reproduce) carries the recorded data channels and code: those are what the relaunch reads, so
-    they are not pinned again from the present state of the world.
+    they are not pinned again from the present state of the world; the SDK 3.x code channels are, from where the
+    relaunch reads them (reproduce restores them first).
     """
     from ledger.capture import code, data, environment, hardware, image, secrets
 
@@ -133,9 +134,12 @@ def capture_request(
             "@remote function", remote_base.rstrip("/") + "/", "S3Prefix", session), (None, []))
         pins.code.remote_function = pin
         gaps += more
-    if code_channels and not inherited:
-        channels, more = _guard(gaps, "code channels", lambda: code.capture_code_channels(sent, session), ({}, []))
+    if code_channels:  # a reproduction too: its record names the code it reads, not the original's
+        kept: dict[str, bytes] = {}
+        channels, more = _guard(gaps, "code channels", lambda: code.capture_code_channels(sent, session, keep=kept),
+                                ({}, []))
         pins.code.code_channels = channels
+        blobs.update(kept)  # saved as ledger blobs beside the record, so the code can be restored
         gaps += more
 
     pins.hardware, more = _guard(gaps, "hardware", lambda: hardware.capture_hardware(sent), (pins.hardware, []))

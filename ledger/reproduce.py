@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,7 +30,7 @@ class PinCheck:
     recorded: str
     now: str
     action: str
-    status: str  # "ok" | "drift" | "missing"
+    status: str  # "ok" | "drift" | "missing" | "unchecked" (the question failed) | "blocked" (cannot run at all)
     channel: str | None = None  # for data rows: the channel, and the object key of a per-object row
     key: str | None = None
 
@@ -50,8 +51,22 @@ class Plan:
         return [c for c in self.checks if c.status == "drift"]
 
     @property
+    def unchecked(self) -> list[PinCheck]:
+        return [c for c in self.checks if c.status == "unchecked"]
+
+    @property
+    def blocked(self) -> list[PinCheck]:
+        return [c for c in self.checks if c.status == "blocked"]
+
+    @property
+    def stopping(self) -> list[PinCheck]:
+        """What stops the plan: a backend that cannot run the request always; what is missing or could not be
+        checked, unless --allow-drift."""
+        return self.blocked + ([] if self.allow_drift else self.missing + self.unchecked)
+
+    @property
     def ok(self) -> bool:
-        return not self.missing or self.allow_drift
+        return not self.stopping
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "backend": self.backend, "ok": self.ok, "allow_drift": self.allow_drift,
@@ -63,9 +78,14 @@ def _short(value: Any, width: int = 19) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _not_checked(seen: dict[str, Any] | None, default: str) -> str:
+    return "not checked: " + ((seen or {}).get("error") or default)
+
+
 def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, secrets: dict[str, str],
                       allow_drift: bool = False) -> Plan:
-    """Pure: one row a pin. `world` is what observe_world saw; a key it lacks means "could not be asked"."""
+    """Pure: one row a pin. `world` is what observe_world saw; a key it lacks, or an `error`, means "could not be
+    asked": that row is "not checked" (status unchecked), never "ok"."""
     plan = Plan(run_id=record.run_id, backend=backend, allow_drift=allow_drift)
     add = plan.checks.append
     pins = record.pins
@@ -78,11 +98,14 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
                      "run in this environment" + (f"; {len(changed)} package(s) differ" if changed else ""), status))
         for name, (was, now) in sorted(changed.items())[:20]:
             add(PinCheck(f"package {name}", str(was), str(now), "differs from the recorded environment", "drift"))
+    elif pins.image.digest and backend == "local":  # this backend runs the job in this Python, not in the image
+        add(PinCheck("image", _short(pins.image.digest), "not used on this backend",
+                     "run in this Python environment instead", "drift"))
     elif pins.image.digest:
         exists = image.get("digest_exists")
         add(PinCheck("image", _short(pins.image.digest), "present" if exists else
-                     ("gone" if exists is False else "not checked"), "launch by digest",
-                     "missing" if exists is False else "ok"))
+                     ("gone" if exists is False else _not_checked(image, f"{pins.image.source} image not asked")),
+                     "launch by digest", "ok" if exists else ("missing" if exists is False else "unchecked")))
         if image.get("tag_digest") and image["tag_digest"] != pins.image.digest:
             add(PinCheck("image tag", pins.image.uri or "", _short(image["tag_digest"]),
                          "the tag moved; the recorded digest is used", "drift"))
@@ -90,39 +113,35 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
         add(PinCheck("image", pins.image.uri or "-", "not pinned", "launch by tag (as recorded)", "drift"))
 
     for name, pin in sorted(pins.data.items()):
-        seen = world.get("data", {}).get(name, {})
-        missing = seen.get("missing", [])
-        changed = seen.get("changed", [])
-        if missing:
-            for key in missing[:50]:
-                add(PinCheck(f"data {name}: {key}", "recorded version", "deleted", "cannot be restored", "missing",
-                             channel=name, key=key))
-        action = {"file": "restore from the content store", "s3": "read the recorded versions"}.get(
-            seen.get("source", ""), "read as recorded")
-        if changed:
-            action = ("copy the recorded versions to a snapshot" if seen.get("source") == "s3" and backend ==
-                      "sagemaker" else action)
-        add(PinCheck(f"data {name}", f"{pin.object_count} object(s) {_short(pin.manifest_sha256, 12)}",
-                     f"{len(changed)} changed" + (f", {len(missing)} gone" if missing else "") if changed or missing
-                     else "unchanged", action, "drift" if changed and not missing else ("missing" if missing else
-                                                                                        seen.get("status", "ok")),
-                     channel=name))
+        _plan_data_channel(add, name, pin, world.get("data", {}).get(name), backend)
 
     code = world.get("code", {})
     if pins.code.commit:
         reachable = code.get("commit_reachable")
         add(PinCheck("code commit", _short(pins.code.commit, 12), "reachable" if reachable else
-                     ("unreachable" if reachable is False else "not checked"), "recorded in the ledger",
-                     "drift" if reachable is False else "ok"))
+                     ("unreachable" if reachable is False else _not_checked(code, "git was not asked")),
+                     "recorded in the ledger", "ok" if reachable else ("drift" if reachable is False else "unchecked")))
         if code.get("tree_changed"):
             add(PinCheck("code work tree", f"{_short(pins.code.commit, 12)}" + (" +diff" if pins.code.dirty else ""),
                          code.get("tree_now", "changed"), "use the pinned source archive", "drift"))
     archive = pins.code.source_archive
     if archive and archive.uri:
-        exists = world.get("archive", {}).get("exists")
-        add(PinCheck("source archive", _short(archive.sha256, 12), "present" if exists else
-                     ("gone" if exists is False else "not checked"), "stage the pinned archive",
-                     "missing" if exists is False else "ok"))
+        seen = world.get("archive", {})
+        exists = seen.get("exists")
+        if exists is None:
+            add(PinCheck("source archive", _short(archive.sha256, 12), _not_checked(seen, "not asked"),
+                         "stage the pinned archive", "unchecked"))
+        elif exists is False:
+            add(PinCheck("source archive", _short(archive.sha256, 12), seen.get("why") or "gone",
+                         "cannot be restored", "missing"))
+        elif seen.get("moved"):
+            add(PinCheck("source archive", _short(archive.sha256, 12), "the key holds a newer version",
+                         "copy the recorded version to a snapshot" if backend == "sagemaker" else
+                         "stage the recorded version", "drift"))
+        else:
+            add(PinCheck("source archive", _short(archive.sha256, 12), "present", "stage the pinned archive", "ok"))
+    for name, channel in sorted((pins.code.model_extra.get("code_channels") or {}).items()):
+        _plan_code_channel(add, name, channel, world.get("code_channels", {}).get(name))
 
     hardware = pins.hardware
     if hardware.instance_type:
@@ -131,6 +150,12 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
                      "same instance type" if backend == "sagemaker" else "run on this machine",
                      "ok" if known else "drift"))
 
+    runs = world.get("backend")
+    if runs is not None:
+        add(PinCheck("backend", backend, "can run the request" if runs.get("runs") else
+                     f"cannot run it: {runs.get('why')}", "launch" if runs.get("runs") else
+                     (runs.get("hint") or "choose another backend"), "ok" if runs.get("runs") else "blocked"))
+
     for key in sorted(getattr(record, "redacted_keys", None) or record.model_extra.get("redacted_keys", [])):
         name = key.split(".", 1)[1]
         supplied = name in secrets
@@ -138,6 +163,66 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
                      "put back before launch" if supplied else f"give --secret {name}=VALUE or set ${name}",
                      "ok" if supplied else "missing"))
     return plan
+
+
+ROWS_PER_CHANNEL = 50  # per-object rows shown for one channel; the channel row counts them all
+
+
+def _plan_data_channel(add, name: str, pin, seen: dict[str, Any] | None, backend: str) -> None:
+    """The rows of one data channel: one per object that is gone, changed, deleted or added, then the channel's."""
+    recorded = f"{pin.object_count} object(s) {_short(pin.manifest_sha256, 12)}"
+    if seen is None or seen.get("error"):
+        add(PinCheck(f"data {name}", recorded, _not_checked(seen, "not asked"), "read the recorded versions",
+                     "unchecked", channel=name))
+        return
+    missing = seen.get("missing", [])
+    why = seen.get("missing_why", {})
+    for key in missing[:ROWS_PER_CHANNEL]:
+        add(PinCheck(f"data {name}: {key}", "recorded version", why.get(key, "deleted"), "cannot be restored",
+                     "missing", channel=name, key=key))
+    moved = {what: seen.get(what, []) for what in ("changed", "deleted", "added")}
+    for what, keys in moved.items():
+        for key in keys[:ROWS_PER_CHANNEL]:
+            add(PinCheck(f"data {name}: {key}", "not recorded" if what == "added" else "recorded version", what,
+                         "not read" if what == "added" else "the recorded version is read", "drift",
+                         channel=name, key=key))
+    drifted = any(moved.values())
+    action = {"file": "restore from the content store", "s3": "read the recorded versions"}.get(
+        seen.get("source", ""), "read as recorded")
+    if (pin.snapshot_uri or "").startswith("s3://"):
+        action = "read the recorded snapshot"
+    elif drifted and seen.get("source") == "s3" and backend == "sagemaker":
+        action = "copy the recorded versions to a snapshot"
+    counts = [f"{len(keys)} {what}" for what, keys in moved.items() if keys] + (
+        [f"{len(missing)} gone"] if missing else [])
+    status = "missing" if missing else ("drift" if drifted else seen.get("status", "ok"))
+    add(PinCheck(f"data {name}", recorded, ", ".join(counts) or "unchanged", action, status, channel=name))
+
+
+def _plan_code_channel(add, name: str, channel: dict[str, Any], seen: dict[str, Any] | None) -> None:
+    """The rows of one SDK 3.x code channel, compared by the content digest of each file."""
+    from ledger.capture.code import plan_code_channel_pinned
+
+    pin = f"code channel {name}"
+    recorded = f"{channel.get('object_count', 0)} file(s) {_short(channel.get('tree_sha256'), 12)}"
+    if seen is None or seen.get("error"):
+        add(PinCheck(pin, recorded, _not_checked(seen, "not asked"), "read the recorded files", "unchecked",
+                     channel=name))
+        return
+    moved = {what: seen.get(what, []) for what in ("changed", "deleted", "added")}
+    for what, keys in moved.items():
+        for key in keys[:ROWS_PER_CHANNEL]:
+            add(PinCheck(f"{pin}: {key}", "not recorded" if what == "added" else "recorded file", what,
+                         "the recorded files are read", "drift", channel=name))
+    counts = ", ".join(f"{len(keys)} {what}" for what, keys in moved.items() if keys)
+    if not counts:
+        add(PinCheck(pin, recorded, "unchanged", "read where it is", "ok", channel=name))
+    elif not plan_code_channel_pinned(channel) or seen.get("kept_missing"):
+        why = (f"{seen['kept_missing']} kept file(s) are not in the ledger" if seen.get("kept_missing") else
+               "no version ids and no kept copy")
+        add(PinCheck(pin, recorded, counts, f"cannot be restored: {why}", "missing", channel=name))
+    else:
+        add(PinCheck(pin, recorded, counts, "restore the recorded files to a snapshot", "drift", channel=name))
 
 
 def observe_world(record: RunRecord, session: Any = None) -> dict[str, Any]:
@@ -159,7 +244,11 @@ def observe_world(record: RunRecord, session: Any = None) -> dict[str, Any]:
     world["code"] = _observe_code(pins.code)
     archive = pins.code.source_archive
     if archive and archive.uri:
-        world["archive"] = {"exists": _archive_exists(archive, session)}
+        world["archive"] = _observe_archive(archive, session)
+    code_channels = pins.code.model_extra.get("code_channels") or {}
+    if code_channels:
+        world["code_channels"] = {name: _observe_code_channel(channel, session)
+                                  for name, channel in code_channels.items()}
     from ledger.capture.hardware import load_instance_catalogue
 
     instance = pins.hardware.instance_type
@@ -182,57 +271,100 @@ def _observe_image(image, session) -> dict[str, Any]:
                                          imageIds=[{"imageTag": ref.tag}]).get("images", [])
             result["tag_digest"] = tagged[0]["imageId"].get("imageDigest") if tagged else None
         return result
-    except Exception:  # noqa: BLE001 - "not checked" is the honest answer
-        return {}
+    except Exception as error:  # noqa: BLE001 - "not checked" is the honest answer
+        return {"error": _failure(error)}
+
+
+def _failure(error: Exception) -> str:
+    from ledger.capture import aws_error_code
+
+    return f"{aws_error_code(error)}: {error}"[:200]
+
+
+def _version(version_id: str | None) -> str | None:
+    return None if version_id in (None, "null") else version_id  # "null": written without versioning
 
 
 def _observe_channel(pin, session) -> dict[str, Any]:
-    """For S3: one paginated version listing of the channel's prefix; for files: the content store."""
+    """For S3: one paginated version listing of the channel's whole prefix (an object added there is read too);
+    for files: the content store."""
     if pin.kind == "file" or (pin.snapshot_uri or "").startswith("ledger-cas://"):
         from ledger.content_store import open_content_store
         from ledger.capture.data import file_uri_path, hash_file_tree
 
         store = open_content_store()
         missing = [o.key for o in pin.objects if not store.has(o.etag)]
-        changed: list[str] = []
         try:
             path = file_uri_path(pin.uri)
             now = {o.key: o.etag for o in hash_file_tree(path)} if path.exists() else {}
-            changed = sorted({o.key for o in pin.objects if now.get(o.key) != o.etag} | (set(now) - {
-                o.key for o in pin.objects}))
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as error:  # noqa: BLE001
+            return {"source": "file", "error": f"{type(error).__name__}: {error}"}
+        changed = sorted({o.key for o in pin.objects if now.get(o.key) != o.etag} | (set(now) - {
+            o.key for o in pin.objects}))
         return {"source": "file", "missing": missing, "changed": changed}
     if not pin.uri.startswith("s3://") or not pin.objects:
         return {"source": "other", "status": "ok" if pin.pinned else "drift"}
     from ledger.capture import client_for
-    from ledger.capture.data import parse_s3_uri
+    from ledger.capture.data import SNAPSHOT_PREFIX, parse_s3_uri
 
     try:
-        bucket, _ = parse_s3_uri(pin.uri)
-        prefix = os.path.commonprefix([o.key for o in pin.objects])
+        bucket, uri_prefix = parse_s3_uri(pin.uri)
+        whole_prefix = pin.kind in (None, "S3Prefix")  # a manifest names its objects; a prefix reads all of them
+        prefix = uri_prefix if whole_prefix else os.path.commonprefix([o.key for o in pin.objects])
         s3 = client_for(session, "s3")
         versions: dict[str, set] = {}
-        latest: dict[str, str | None] = {}
+        latest: dict[str, dict | None] = {}
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
             for v in page.get("Versions", []):
-                versions.setdefault(v["Key"], set()).add(v["VersionId"])
+                version_id = _version(v.get("VersionId"))
+                versions.setdefault(v["Key"], set()).add(version_id)
                 if v.get("IsLatest"):
-                    latest[v["Key"]] = v["VersionId"]
+                    latest[v["Key"]] = {"version_id": version_id, "etag": (v.get("ETag") or "").strip('"'),
+                                        "size": v.get("Size")}
             for marker in page.get("DeleteMarkers", []):
                 if marker.get("IsLatest"):
                     latest[marker["Key"]] = None
-    except Exception:  # noqa: BLE001
-        return {"source": "s3", "status": "ok"}
-    missing = [o.key for o in pin.objects if o.version_id and o.version_id not in versions.get(o.key, set())]
-    changed = [o.key for o in pin.objects if latest.get(o.key, "absent") != o.version_id]
-    return {"source": "s3", "missing": missing, "changed": changed}
+    except Exception as error:  # noqa: BLE001 - "not checked", never "ok"
+        return {"source": "s3", "error": _failure(error)}
+    return {"source": "s3", **plan_channel_drift(pin.objects, versions, latest, whole_prefix,
+                                                 ignore=SNAPSHOT_PREFIX if not uri_prefix.startswith(
+                                                     SNAPSHOT_PREFIX) else None)}
+
+
+def plan_channel_drift(objects, versions: dict[str, set], latest: dict[str, dict | None], whole_prefix: bool,
+                       ignore: str | None = None) -> dict[str, Any]:
+    """Pure: the recorded objects against a listing of their prefix now. An object recorded with a version id is
+    gone when that version is; changed or deleted (still restorable) when the latest is another. One recorded
+    without (an unversioned bucket) is compared by ETag and size, and cannot be restored once they differ."""
+    missing, why, changed, deleted = [], {}, [], []
+    for o in objects:
+        now = latest.get(o.key)
+        if o.version_id:
+            if o.version_id not in versions.get(o.key, set()):
+                missing.append(o.key)
+                why[o.key] = "the recorded version was deleted"
+            elif now is None:
+                deleted.append(o.key)
+            elif now["version_id"] != o.version_id:
+                changed.append(o.key)
+        elif now is None:
+            missing.append(o.key)
+            why[o.key] = "deleted; the bucket keeps no versions"
+        elif (now["etag"], now["size"]) != (o.etag, o.size):
+            missing.append(o.key)
+            why[o.key] = "overwritten; the bucket keeps no versions"
+    recorded = {o.key for o in objects}
+    added = sorted(k for k, now in latest.items() if now is not None and k not in recorded and whole_prefix
+                   and not (ignore and k.startswith(ignore)))
+    return {"missing": missing, "missing_why": why, "changed": changed, "deleted": deleted, "added": added}
 
 
 def _observe_code(code) -> dict[str, Any]:
     root = code.model_extra.get("repo_root")
-    if not root or not code.commit:
+    if not code.commit:
         return {}
+    if not root:
+        return {"error": "the record names no repository to ask"}
     try:
         import git
 
@@ -251,36 +383,134 @@ def _observe_code(code) -> dict[str, Any]:
         changed = head != code.commit or diff_sha != code.diff_sha256
         return {"commit_reachable": reachable, "tree_changed": changed,
                 "tree_now": f"{head[:12]}" + (" +diff" if diff else "")}
-    except Exception:  # noqa: BLE001
-        return {}
+    except Exception as error:  # noqa: BLE001 - "not checked", never "ok"
+        return {"error": f"git failed: {type(error).__name__}: {error}"[:200]}
 
 
-def _archive_exists(archive, session) -> bool | None:
+def _observe_archive(archive, session) -> dict[str, Any]:
+    """Is the recorded source archive still there, and does its key still hold it? {exists, moved, why} or
+    {error}. A versioned archive is asked for by version id; an unversioned one is read and hashed (it is small)."""
     from ledger.content_store import CAS_PREFIX, open_content_store, parse_cas_uri
 
+    gone = ("404", "NoSuchKey", "NoSuchVersion", "400", "NotFound")
     try:
         if archive.uri.startswith(CAS_PREFIX):
-            return open_content_store().has(parse_cas_uri(archive.uri))
-        if archive.uri.startswith("s3://"):
-            from ledger.capture import client_for
-            from ledger.capture.data import parse_s3_uri
+            return {"exists": open_content_store().has(parse_cas_uri(archive.uri)), "moved": False}
+        if archive.uri.startswith("file://"):
+            from ledger.capture.data import file_uri_path
+            from ledger.content_store import sha256_file, tree_sha256
 
-            bucket, key = parse_s3_uri(archive.uri)
-            extra = {"VersionId": archive.version_id} if archive.version_id else {}
-            client_for(session, "s3").head_object(Bucket=bucket, Key=key, **extra)
-            return True
-    except Exception as error:  # noqa: BLE001
-        code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
-        return False if code in ("404", "NoSuchKey", "NoSuchVersion", "400") else None
-    return None
+            path = file_uri_path(archive.uri)
+            recorded = archive.model_extra.get("tree_sha256") if path.is_dir() else archive.sha256
+            if not path.exists():
+                return {"exists": False}
+            now = tree_sha256(path) if path.is_dir() else sha256_file(path)
+            return {"exists": now == recorded, "why": None if now == recorded else "changed; nothing kept"}
+        if not archive.uri.startswith("s3://"):
+            return {"error": "a source the ledger cannot ask"}
+        from botocore.exceptions import ClientError
+
+        from ledger.capture import aws_error_code, client_for
+        from ledger.capture.data import parse_s3_uri
+
+        bucket, key = parse_s3_uri(archive.uri)
+        s3 = client_for(session, "s3")
+        try:
+            if archive.version_id:
+                s3.head_object(Bucket=bucket, Key=key, VersionId=archive.version_id)
+            else:
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                from ledger.record import sha256_hex
+
+                same = sha256_hex(body) == archive.sha256
+                return {"exists": same, "moved": False,
+                        "why": None if same else "overwritten; the bucket keeps no versions"}
+        except ClientError as error:
+            if aws_error_code(error) in gone:
+                return {"exists": False}
+            raise
+        try:
+            latest = _version(s3.head_object(Bucket=bucket, Key=key).get("VersionId"))
+        except ClientError as error:
+            if aws_error_code(error) not in gone:
+                raise
+            latest = None  # deleted: the key's latest is a delete marker
+        return {"exists": True, "moved": latest != archive.version_id}
+    except Exception as error:  # noqa: BLE001 - "not checked", never "ok"
+        return {"error": _failure(error)}
+
+
+def _observe_code_channel(channel: dict[str, Any], session) -> dict[str, Any]:
+    """The files under a code channel's prefix now, each hashed (code is small), against the recorded digests;
+    and whether the kept copy the relaunch would restore is in the ledger."""
+    from ledger.capture import client_for
+    from ledger.capture.code import plan_tree_sha256
+    from ledger.capture.data import parse_s3_uri
+    from ledger.record import sha256_hex
+
+    try:
+        bucket, prefix = parse_s3_uri(channel.get("uri") or "")
+        s3 = client_for(session, "s3")
+        now: dict[str, str] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                body = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
+                now[entry["Key"][len(prefix):].lstrip("/")] = sha256_hex(body)
+    except Exception as error:  # noqa: BLE001 - "not checked", never "ok"
+        return {"error": _failure(error)}
+    recorded = {o["key"]: o.get("sha256") for o in channel.get("objects") or []}
+    if not recorded:  # recorded before the ledger kept one digest a file: the tree digest says only "changed"
+        same = plan_tree_sha256(list(now.items())) == channel.get("tree_sha256")
+        return {"changed": [] if same else ["(which file: the record has no digest of each file)"]}
+    seen = {"changed": sorted(k for k in recorded if k in now and now[k] != recorded[k]),
+            "deleted": sorted(k for k in recorded if k not in now),
+            "added": sorted(k for k in now if k not in recorded)}
+    if channel.get("kept") and any(seen.values()):
+        seen["kept_missing"] = _count_missing_blobs(set(recorded.values()))
+    return seen
+
+
+def _count_missing_blobs(digests: set[str]) -> int:
+    from ledger.errors import NotFound
+    from ledger.store.ledger import open_ledger
+
+    book, missing = open_ledger(), 0
+    for digest in digests:
+        try:
+            book.get_blob(digest)
+        except NotFound:
+            missing += 1
+    return missing
+
+
+def observe_backend(record: RunRecord, backend: str, secrets: dict[str, str]) -> dict[str, Any] | None:
+    """Can `backend` run the relaunch at all? Asked of the backend's own plan before anything is launched or
+    recorded: {runs, why, hint}. None for a backend that cannot be asked."""
+    if backend == "sagemaker":
+        return {"runs": True}  # SageMaker accepted this request once; it is relaunched as it was sent
+    if backend != "local":
+        return None
+    from ledger.backends.local import plan_local_job
+    from ledger.config import load_settings
+
+    request = build_relaunch(record, build_reproduction_name(record.job_name, 1), secrets)
+    pins = {name: pin.model_dump(mode="json") for name, pin in record.pins.data.items()}
+    archive = record.pins.code.source_archive
+    try:
+        plan_local_job(request, home=load_settings().home, pins=pins,
+                       source_archive=archive.model_dump(mode="json") if archive else None)
+    except LedgerError as error:
+        return {"runs": False, "why": error.message, "hint": error.hint}
+    return {"runs": True}
 
 
 # --- the relaunch ------------------------------------------------------------------------------------------------
 
 
 def build_relaunch(record: RunRecord, job_name: str, secrets: dict[str, str],
-                   channel_uris: dict[str, str] | None = None) -> dict[str, Any]:
-    """Pure: the recorded request as sent (image by digest), renamed, secrets put back, channels re-pointed."""
+                   channel_uris: dict[str, str] | None = None, submit_directory: str | None = None) -> dict[str, Any]:
+    """Pure: the recorded request as sent (image by digest), renamed, secrets put back, channels re-pointed, and
+    the source archive re-pointed (a copy of its recorded version) when `submit_directory` is given."""
     request = copy.deepcopy(record.request)
     request["TrainingJobName"] = job_name
     for key in record.model_extra.get("redacted_keys", []):
@@ -291,6 +521,11 @@ def build_relaunch(record: RunRecord, job_name: str, secrets: dict[str, str],
         uri = (channel_uris or {}).get(channel.get("ChannelName"))
         if uri:
             channel["DataSource"]["S3DataSource"]["S3Uri"] = uri
+    hyperparameters = request.get("HyperParameters") or {}
+    if submit_directory and "sagemaker_submit_directory" in hyperparameters:
+        was = hyperparameters["sagemaker_submit_directory"]  # SDK 2.x JSON-encodes it; keep the request's form
+        hyperparameters["sagemaker_submit_directory"] = (json.dumps(submit_directory) if was.startswith('"')
+                                                         else submit_directory)
     return request
 
 
@@ -408,10 +643,16 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
     record = book.get(run_ref)
     backend = backend or record.backend
     secrets = {**_secrets_from_environment(record), **(secrets or {})}
-    plan = plan_reproduction(record, observe_world(record, session), backend, secrets, allow_drift)
+    world = observe_world(record, session)
+    world["backend"] = observe_backend(record, backend, secrets)
+    plan = plan_reproduction(record, world, backend, secrets, allow_drift)
+    if plan.blocked:
+        raise PlanFailed(f"cannot reproduce {record.run_id}: the {backend} backend {plan.blocked[0].now}",
+                         plan.blocked[0].action, plan=plan)
     if not plan.ok:
-        named = ", ".join(f"{c.pin} ({c.now})" for c in plan.missing[:5])
-        raise PlanFailed(f"cannot reproduce {record.run_id}: {len(plan.missing)} pin(s) can no longer be had: {named}",
+        named = ", ".join(f"{c.pin} ({c.now})" for c in plan.stopping[:5])
+        raise PlanFailed(f"cannot reproduce {record.run_id}: {len(plan.stopping)} pin(s) can no longer be had or "
+                         f"could not be checked: {named}",
                          "go on with what exists with --allow-drift; the verdict will name the drift", plan=plan)
     if show_plan:
         show_plan(plan)
@@ -427,18 +668,23 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
             pin = inherited.data[check.channel]
             pin.objects = [o for o in pin.objects if o.key != check.key]
             pin.object_count, pin.total_bytes = len(pin.objects), sum(o.size or 0 for o in pin.objects)
-    channel_uris = {}
-    if backend == "sagemaker":
+    channel_uris, submit_directory = {}, None
+    if backend == "sagemaker":  # an S3 URI names no version: what moved is read from a copy of what was recorded
         channel_uris = _snapshot_drifted(record, plan, inherited, session)
-    request = build_relaunch(record, build_reproduction_name(record.job_name, number), secrets, channel_uris)
-    extra = {"allowed_drift": [c.pin for c in plan.missing]} if plan.missing else {}
+        channel_uris.update(_restore_code_channels(record, plan, session, book))
+        submit_directory = _restore_source_archive(plan, inherited, session)
+    request = build_relaunch(record, build_reproduction_name(record.job_name, number), secrets, channel_uris,
+                             submit_directory)
+    allowed = plan.missing + plan.unchecked
+    extra = {"allowed_drift": [c.pin for c in allowed]} if allowed else {}
     new = launch_job(request, backend=backend, project=record.project, reproduction_of=record.run_id,
                      session=session, log=log, inherited=inherited, extra=extra)
     changed = []
     if (new.outcome.model_artifact and record.outcome.model_artifact and new.outcome.model_artifact.tree_sha256
             != record.outcome.model_artifact.tree_sha256):
         changed = artifact_changed_files(record.outcome.model_artifact.uri, new.outcome.model_artifact.uri, session)
-    verdict = build_verdict(record.outcome, new.outcome, plan.drifted + plan.missing, tolerances, changed)
+    verdict = build_verdict(record.outcome, new.outcome, plan.drifted + plan.missing + plan.unchecked, tolerances,
+                            changed)
     new = open_ledger().record_verdict(new.run_id, verdict)
     return Reproduction(plan, new, verdict)
 
@@ -449,11 +695,13 @@ def _secrets_from_environment(record: RunRecord) -> dict[str, str]:
 
 
 def _snapshot_drifted(record: RunRecord, plan: Plan, inherited, session) -> dict[str, str]:
-    """For a SageMaker relaunch, channels whose objects changed are read from a snapshot of the recorded
-    versions (S3DataSource has no version field); unchanged channels are read where they are."""
+    """For a SageMaker relaunch, channels whose prefix differs in any way (changed, added or deleted objects), or
+    could not be checked, are read from a snapshot of the recorded versions (S3DataSource has no version field);
+    channels checked unchanged are read where they are."""
     from ledger.capture.data import snapshot_channel
 
-    drifted = {c.channel for c in plan.drifted + plan.missing if c.channel}
+    moved = plan.drifted + plan.missing + plan.unchecked
+    drifted = {c.channel for c in moved if c.channel and c.pin.startswith("data ")}
     uris = {}
     for name, pin in inherited.data.items():
         if pin.snapshot_uri and pin.snapshot_uri.startswith("s3://"):
@@ -465,6 +713,68 @@ def _snapshot_drifted(record: RunRecord, plan: Plan, inherited, session) -> dict
                                   f"{gaps[0].why if gaps else 'unknown error'}", "check S3 permissions")
             pin.snapshot_uri = uris[name] = uri
     return uris
+
+
+def _restore_code_channels(record: RunRecord, plan: Plan, session, book) -> dict[str, str]:
+    """SDK 3.x code channels whose files moved are restored to `ledger-snapshots/<tree_sha256>/` in their own
+    bucket, from the recorded versions or from the bytes kept in the ledger, and the relaunch reads them there."""
+    from ledger.capture import client_for
+    from ledger.capture.data import SNAPSHOT_PREFIX, build_s3_uri, parse_s3_uri
+
+    status = {c.channel: c.status for c in plan.checks if c.pin.startswith("code channel") and ":" not in c.pin}
+    uris: dict[str, str] = {}
+    for name, channel in (record.pins.code.model_extra.get("code_channels") or {}).items():
+        objects = channel.get("objects") or []
+        restorable = bool(objects) and (channel.get("kept") or all(o.get("version_id") for o in objects))
+        if status.get(name, "ok") in ("ok", "missing") or not restorable:
+            continue  # unchanged: read where it is; else (--allow-drift) read as it is now, and its record says so
+        bucket, prefix = parse_s3_uri(channel["uri"])
+        root = f"{SNAPSHOT_PREFIX}{channel['tree_sha256']}/"
+        try:
+            s3 = client_for(session, "s3")
+            for obj in objects:
+                if channel.get("kept"):
+                    s3.put_object(Bucket=bucket, Key=root + obj["key"], Body=book.get_blob(obj["sha256"]))
+                else:
+                    source_key = f"{prefix.rstrip('/')}/{obj['key']}" if prefix else obj["key"]
+                    s3.copy_object(Bucket=bucket, Key=root + obj["key"], CopySource={
+                        "Bucket": bucket, "Key": source_key, "VersionId": obj["version_id"]})
+        except Exception as error:  # noqa: BLE001 - nothing was launched yet
+            raise LedgerError(f"could not restore code channel {name} to s3://{bucket}/{root}: {_failure(error)}",
+                              "check s3:PutObject and s3:GetObjectVersion permissions") from None
+        uris[name] = build_s3_uri(bucket, root)
+    return uris
+
+
+def _restore_source_archive(plan: Plan, inherited, session) -> str | None:
+    """A source archive whose key holds a newer version is copied, by its recorded version, to
+    `ledger-snapshots/<sha256>/sourcedir.tar.gz`; the relaunch reads that copy, and its record says so."""
+    from ledger.capture import client_for
+    from ledger.capture.data import SNAPSHOT_PREFIX, build_s3_uri, parse_s3_uri
+
+    archive = inherited.code.source_archive
+    row = next((c for c in plan.checks if c.pin == "source archive"), None)
+    if row is None or row.status == "ok" or not archive or not (archive.uri or "").startswith("s3://"):
+        return None
+    if row.status == "missing" or not archive.version_id:  # --allow-drift: the key is read as it is now
+        from ledger.capture.code import capture_source_archive
+
+        now, _ = capture_source_archive({"HyperParameters": {"sagemaker_submit_directory": archive.uri}}, session)
+        inherited.code.source_archive = now or archive.model_copy(update={"sha256": None, "version_id": None})
+        return None
+    bucket, key = parse_s3_uri(archive.uri)
+    target = f"{SNAPSHOT_PREFIX}{archive.sha256}/{key.rsplit('/', 1)[-1]}"
+    try:
+        copied = client_for(session, "s3").copy_object(
+            Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key, "VersionId": archive.version_id})
+    except Exception as error:  # noqa: BLE001 - nothing was launched yet
+        raise LedgerError(f"could not copy the recorded source archive {archive.uri}: {_failure(error)}",
+                          "check s3:GetObjectVersion and s3:PutObject permissions") from None
+    uri = build_s3_uri(bucket, target)
+    inherited.code.source_archive = archive.model_copy(update={
+        "uri": uri, "version_id": _version(copied.get("VersionId")),
+        "copied_from": {"uri": archive.uri, "version_id": archive.version_id}})
+    return uri
 
 
 def parse_secrets(values: list[str]) -> dict[str, str]:

@@ -194,6 +194,14 @@ def plan_local_job(
     submit_dir = sm_hps.get("sagemaker_submit_directory")
 
     algorithm = None
+    if spec.get("ContainerEntrypoint") and not program:
+        # SDK 3.x ModelTrainer sends its script this way (through the sm_drivers channel); running the image's
+        # built-in algorithm instead would record a run of something else.
+        raise UsageError(
+            f"the request runs ContainerEntrypoint {' '.join(map(str, spec['ContainerEntrypoint']))!r}, "
+            "which the local backend does not run",
+            "reproduce it on SageMaker: --backend sagemaker",
+        )
     if not program:
         image = spec.get("TrainingImage") or spec.get("AlgorithmName")
         algorithm = builtin_algorithm(image)

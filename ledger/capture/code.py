@@ -24,6 +24,7 @@ from ledger.record import CodePin, Gap, SourceArchive, sha256_hex
 
 MAX_UNTRACKED_LISTED = 1000
 SDK3_CODE_CHANNELS = ("code", "sm_drivers")
+MAX_KEPT_CODE_BYTES = 64 * 1024**2  # code channels up to this size are kept as ledger blobs
 # A canonical patch whatever the user's git config says: no colour, no external diff drivers or text
 # conversions, binary changes included so that `git apply` can restore the tree.
 DIFF_OPTIONS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv")
@@ -258,16 +259,56 @@ def capture_source_archive(request: dict[str, Any], session=None) -> tuple[Sourc
     return SourceArchive(uri=uri, version_id=version_id, sha256=sha, tree_sha256=tree), []
 
 
-def capture_code_channels(request: dict[str, Any], session=None) -> tuple[dict[str, dict[str, Any]], list[Gap]]:
-    """The SDK 3.x code channels, each pinned by content: {name: {uri, tree_sha256, object_count, total_bytes}}.
+def plan_unpinned_requirements(text: str) -> list[str]:
+    """The lines of a requirements file that do not pin one version with `==` (what pip may resolve differently
+    next time). Blank lines, comments and pip options (`--index-url`, `-r other.txt`) are not requirements. Pure."""
+    unpinned = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#") or line.startswith(("--", "-r", "-c")):
+            continue
+        if "==" not in line:
+            unpinned.append(line)
+    return unpinned
+
+
+def plan_code_channel_pinned(channel: dict[str, Any]) -> bool:
+    """A code channel is pinned when every file has a version id, or the ledger kept a copy of its bytes. Pure."""
+    objects = channel.get("objects") or []
+    return bool(objects) and (channel.get("kept") is True or all(o.get("version_id") for o in objects))
+
+
+def _requirements_gaps(name: str, uri: str, files: dict[str, bytes]) -> list[Gap]:
+    gaps = []
+    for key, data in sorted(files.items()):
+        if not key.rsplit("/", 1)[-1].startswith("requirements") or not key.endswith(".txt"):
+            continue
+        loose = plan_unpinned_requirements(data.decode("utf-8", "replace"))
+        if loose:
+            gaps.append(Gap(
+                what=f"code channel {name}: {key}",
+                why=f"{len(loose)} requirement(s) without ==, installed as whatever pip resolves at run time: "
+                    + ", ".join(loose[:5]),
+                fix=f"pin each one in {key}, e.g. {loose[0].split(';')[0].strip()}==<the version you trained with>"))
+    return gaps
+
+
+def capture_code_channels(
+    request: dict[str, Any], session=None, keep: dict[str, bytes] | None = None
+) -> tuple[dict[str, dict[str, Any]], list[Gap]]:
+    """The SDK 3.x code channels, each pinned by content: {name: {uri, tree_sha256, object_count, total_bytes,
+    objects: [{key, version_id, etag, size, sha256}], kept}}.
 
     tree_sha256 is the tree digest (plan_tree_sha256) of (key relative to the channel URI, sha256 of the bytes),
     so the same code uploaded under another job's prefix has the same digest. One listing, then one GET per file
-    (code is small).
+    (code is small). The default bucket usually keeps no versions, so the bytes themselves are the pin: when
+    `keep` is given, each file's bytes go into it under their sha256 (the caller stores them as ledger blobs) and
+    the channel is `kept`, so a reproduction can restore it. What cannot be pinned is a gap: an unversioned
+    channel larger than MAX_KEPT_CODE_BYTES, and requirements lines without `==`.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ledger.capture.data import parse_s3_uri
+    from ledger.capture.data import list_latest_versions, parse_s3_uri
 
     names = set(plan_code_channel_names(request))
     pinned: dict[str, dict[str, Any]] = {}
@@ -280,18 +321,36 @@ def capture_code_channels(request: dict[str, Any], session=None) -> tuple[dict[s
         try:
             bucket, prefix = parse_s3_uri(uri)
             s3 = client_for(session, "s3")
-            pairs, total = [], 0
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for entry in page.get("Contents", []):
-                    body = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"]
-                    pairs.append((entry["Key"][len(prefix) :].lstrip("/"), _sha256_stream(body)))
-                    total += entry.get("Size", 0)
+            listed = sorted(list_latest_versions(s3, bucket, prefix), key=lambda o: o.key)
+            total = sum(o.size or 0 for o in listed)
+            keeping = keep is not None and total <= MAX_KEPT_CODE_BYTES
+            objects, files = [], {}
+            for entry in listed:
+                extra = {"VersionId": entry.version_id} if entry.version_id else {}
+                data = s3.get_object(Bucket=bucket, Key=entry.key, **extra)["Body"].read()
+                sha = hashlib.sha256(data).hexdigest()
+                relative = entry.key[len(prefix) :].lstrip("/")
+                objects.append({"key": relative, "version_id": entry.version_id, "etag": entry.etag,
+                                "size": len(data), "sha256": sha})
+                files[relative] = data
+                if keeping:
+                    keep[sha] = data
             pinned[name] = {
                 "uri": uri,
-                "tree_sha256": plan_tree_sha256(pairs),
-                "object_count": len(pairs),
+                "tree_sha256": plan_tree_sha256([(o["key"], o["sha256"]) for o in objects]),
+                "object_count": len(objects),
                 "total_bytes": total,
+                "objects": objects,
+                "kept": keeping,
             }
+            if not plan_code_channel_pinned(pinned[name]):
+                too_large = f" ({total} bytes, more than {MAX_KEPT_CODE_BYTES})" if keep is not None else ""
+                why = (f"bucket {bucket} keeps no versions of these {len(objects)} file(s), and the ledger kept "
+                       f"no copy of them{too_large}" if objects else f"no files under {uri}")
+                gaps.append(Gap(what=f"code channel {name} ({uri})", why=why,
+                                fix=f"enable versioning: aws s3api put-bucket-versioning --bucket {bucket} "
+                                    "--versioning-configuration Status=Enabled"))
+            gaps += _requirements_gaps(name, uri, files)
         except UsageError as error:
             gaps.append(Gap(what=f"code channel {name}", why=error.message, fix=error.hint))
         except (ClientError, BotoCoreError) as error:

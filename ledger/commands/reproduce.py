@@ -16,7 +16,7 @@ def render_plan(plan) -> Table:
     table = Table(title=f"Preflight for {plan.run_id} on {plan.backend}", title_justify="left")
     for column in ("pin", "recorded", "now", "action"):
         table.add_column(column, overflow="fold")
-    style = {"ok": "", "drift": "yellow", "missing": "red"}
+    style = {"ok": "", "drift": "yellow", "missing": "red", "unchecked": "red", "blocked": "red"}
     for check in plan.checks:
         table.add_row(Text(check.pin), Text(check.recorded), Text(check.now), Text(check.action),
                       style=style[check.status])

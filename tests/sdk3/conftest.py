@@ -42,7 +42,7 @@ else:
         git(repo, "config", "user.email", "ds@example.com")
         git(repo, "config", "user.name", "Data Scientist")
         (repo / "src" / "train.py").write_text("import os\nprint('training on', os.environ.get('SM_CHANNELS'))\n")
-        (repo / "src" / "requirements.txt").write_text("xgboost-cpu\n")
+        (repo / "src" / "requirements.txt").write_text("xgboost-cpu==2.1.4\n")  # pinned: a loose line is a gap
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", "training script")
         bare = tmp_path / "origin.git"
