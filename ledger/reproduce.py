@@ -408,6 +408,7 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
     record = book.get(run_ref)
     backend = backend or record.backend
     secrets = {**_secrets_from_environment(record), **(secrets or {})}
+    check_supplied_secrets(record, secrets)
     plan = plan_reproduction(record, observe_world(record, session), backend, secrets, allow_drift)
     if not plan.ok:
         named = ", ".join(f"{c.pin} ({c.now})" for c in plan.missing[:5])
@@ -465,6 +466,26 @@ def _snapshot_drifted(record: RunRecord, plan: Plan, inherited, session) -> dict
                                   f"{gaps[0].why if gaps else 'unknown error'}", "check S3 permissions")
             pin.snapshot_uri = uris[name] = uri
     return uris
+
+
+def check_supplied_secrets(record: RunRecord, secrets: dict[str, str]) -> None:
+    """Refuse a secret (from --secret or the environment) that is not the one the recorded job used: each
+    redacted value keeps a salted digest in the record's `redactions` (records without one are not checked)."""
+    from ledger.capture.secrets import check_secret
+
+    redactions = record.model_extra.get("redactions")
+    wrong = []
+    for key in record.model_extra.get("redacted_keys", []):
+        section, name = key.split(".", 1)
+        if name in secrets:
+            recorded = (record.request.get(section) or {}).get(name)
+            if check_secret(redactions, key, recorded, secrets[name]) is False:
+                wrong.append(name)
+    if wrong:
+        listed = ", ".join(wrong)
+        raise UsageError(f"the secret given for {listed} is not the one run {record.run_id} used (its salted digest "
+                         "differs)", f"give the value the original job used: --secret {wrong[0]}=VALUE or "
+                         f"${wrong[0]}")
 
 
 def parse_secrets(values: list[str]) -> dict[str, str]:
