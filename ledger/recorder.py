@@ -146,7 +146,7 @@ def capture_request(
     salt = secrets.new_salt()
     redaction = secrets.build_request_redaction(sent, salt)
     redacted, redacted_keys = redaction.request, redaction.redacted_keys
-    redacted_original = secrets.build_request_redaction(request).request
+    redacted_original = redacted if request == sent else secrets.build_request_redaction(request).request
     # As the user wrote them: SDK 2.x framework estimators send each value JSON-encoded; the request keeps that.
     pins.hyperparameters = {k: code.build_hyperparameter_text(v)
                             for k, v in (redacted.get("HyperParameters") or {}).items()}

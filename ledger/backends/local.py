@@ -52,7 +52,7 @@ from ledger.content_store import (
 )
 from ledger.capture.code import decode_hyperparameter
 from ledger.capture.data import parse_s3_uri
-from ledger.capture.secrets import build_request_redaction, redact_text
+from ledger.capture.secrets import build_request_redaction, plan_known_secrets, redact_known
 from ledger.errors import LedgerError, NotFound, UsageError
 from ledger.record import ModelArtifact, Outcome, utc_now
 
@@ -911,12 +911,14 @@ class LocalBackend:
         env = build_process_env(dict(os.environ), plan, root, sm_env)
         metrics = MetricParser(plan.metric_definitions)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        known = plan_known_secrets(build_request_redaction(
+            {"HyperParameters": plan.hyperparameters, "Environment": plan.environment}).secrets)
         with open(root / "job.log", "w", encoding="utf-8") as log_file:
 
             def on_line(raw: str) -> None:
                 line = cloudwatch_form(raw)
                 metrics.feed(line, utc_now())
-                line = redact_text(line)[0]  # what is kept and shown has no secret in it
+                line = redact_known(line, known)  # what is kept and shown has no secret in it
                 log_file.write(line + "\n")
                 log_file.flush()
                 tail.append(line)

@@ -2,8 +2,9 @@
 
 A detached HEAD is a fact (recorded as `detached: true`), not a gap. No repository, no commit, no remote, or a
 commit no remote has are gaps: each means the code cannot be fetched again from anywhere but this machine.
-The uncommitted diff is returned as bytes (binary-safe, `git diff HEAD --binary`) for the caller to store as a
-blob; the record holds its sha256.
+The uncommitted diff is returned as bytes (binary-safe, `git diff HEAD --binary`) with its secrets redacted, for
+the caller to store as a blob; the record holds the sha256 of those bytes and `diff_redactions`, how many
+secrets were taken out. Untracked file names are redacted too.
 
 What the job really ran is the uploaded source: SDK 2.x names its `sourcedir.tar.gz` in the hyperparameter
 `sagemaker_submit_directory`; SDK 3.x uploads S3Prefix channels `code` and `sm_drivers`, usually into a bucket

@@ -237,6 +237,34 @@ def redact_text(text: str) -> tuple[str, list[tuple[str, str]]]:
     return "".join(parts), found
 
 
+MAX_KNOWN = 64  # known secrets a text is cleaned of, the longest first: each is one str.replace over it
+MIN_KNOWN = 4  # a shorter "secret" would blank out ordinary text wherever it occurs
+
+
+def plan_known_secrets(secrets: list[str]) -> list[str]:
+    """Pure: the values to clean a job's output of: each secret as sent and as the job reads it (SDK 2.x sends
+    '"s3cr3t"', the script sees s3cr3t), longest first."""
+    known = set()
+    for secret in secrets:
+        known.add(secret)
+        try:
+            decoded = json.loads(secret)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, str):
+            known.add(decoded)
+    return sorted((k for k in known if len(k) >= MIN_KNOWN and REDACTED not in k), key=len, reverse=True)[:MAX_KNOWN]
+
+
+def redact_known(text: str, known: list[str]) -> str:
+    """`text` redacted (redact_text), and cleaned of secrets known to be in play (a job printing its own)."""
+    text = redact_text(text)[0]
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def redact_bytes(data: bytes) -> tuple[bytes, int]:
     """Bytes (a git diff, a log) with secrets redacted, and how many; bytes that are not UTF-8 pass unchanged."""
     text = data.decode("utf-8", "surrogateescape")
@@ -285,6 +313,7 @@ class RequestRedaction:
     request: dict[str, Any]  # the request with every secret replaced by REDACTED
     redacted_keys: list[str]  # 'HyperParameters.api_key', 'Environment.DB_URL': values a relaunch puts back
     values: list[dict[str, Any]]  # {path, found_by, digest} of each secret removed
+    secrets: list[str]  # the secrets themselves: never stored; a job's log is cleaned of them (redact_known)
 
     def record_field(self, salt: str | None) -> dict[str, Any] | None:
         """What the record keeps as `redactions`, or None when nothing was redacted."""
@@ -305,13 +334,17 @@ def build_request_redaction(request: dict[str, Any], salt: str | None = None) ->
     values: list[dict[str, Any]] = []
     digest = _Digester(salt)
 
+    removed: list[str] = []
+
     def by_name(path: str, value: Any) -> str:
         values.append({"path": path, "found_by": NAME_RULE, "digest": digest(str(value))})
+        removed.append(str(value))
         return REDACTED
 
     def by_value(path: str, value: str) -> str:
         cleaned, found = redact_text(value)
         values.extend({"path": path, "found_by": name, "digest": digest(secret)} for name, secret in found)
+        removed.extend(secret for _, secret in found)
         return cleaned
 
     for section in REDACTED_SECTIONS:
@@ -355,7 +388,7 @@ def build_request_redaction(request: dict[str, Any], salt: str | None = None) ->
                              for k, v in algorithm.items()}
         else:
             redacted[key] = walk(redacted[key], key)
-    return RequestRedaction(redacted, keys, values)
+    return RequestRedaction(redacted, keys, values, removed)
 
 
 def _redact_arguments(path: str, arguments: list, by_name, by_value) -> list:
