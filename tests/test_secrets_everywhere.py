@@ -176,6 +176,21 @@ def test_a_relaunch_checks_the_secret_against_its_salted_digest(workspace, capsy
     assert main(["reproduce", "guarded", "--secret", "api_token=s3cr3t-7781", "--json"]) == 0
 
 
+def test_a_failing_job_that_writes_its_own_secret_does_not_store_it(workspace, ledger_home, capsys):
+    (workspace / "src" / "fail.py").write_text(
+        "import os, sys\n"
+        "print('argv', sys.argv)\n"
+        "open(os.path.join(os.environ['SM_OUTPUT_DIR'], 'failure'), 'w').write('refused token ' + sys.argv[2])\n"
+        "sys.exit(3)\n")
+    assert main(["run", "src/fail.py", "--channel", "train=data", "--hp", "api_token=s3cr3t-9931",
+                 "--job-name", "leaky"]) == 1
+    capsys.readouterr()
+    saved = open_ledger().get("leaky")
+    assert saved.outcome.status == "Failed" and saved.outcome.failure_reason == f"refused token {REDACTED}"
+    assert "s3cr3t-9931" not in saved.to_json()
+    assert "s3cr3t-9931" not in (ledger_home / "jobs" / "leaky" / "job.log").read_text()
+
+
 def test_a_failure_reason_is_redacted_before_it_is_stored(db_url):
     book = open_ledger()
     run = book.append(RunRecord(job_name="failing"))

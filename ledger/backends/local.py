@@ -714,6 +714,17 @@ def write_config_files(plan: JobPlan, root: Path) -> None:
     (config / "inputdataconfig.json").write_text(json.dumps({c.name: c.config for c in plan.channels}, indent=2))
 
 
+def _known_secrets(plan: JobPlan) -> list[str]:
+    """The request's secrets, to clean what the job writes of them (it may print its own)."""
+    return plan_known_secrets(build_request_redaction(
+        {"HyperParameters": plan.hyperparameters, "Environment": plan.environment}).secrets)
+
+
+def _read_failure_text(root: Path, plan: JobPlan) -> str | None:
+    text = _read_failure_file(root)
+    return redact_known(text, _known_secrets(plan)) if text else text
+
+
 def seal_config_files(plan: JobPlan, root: Path) -> None:
     """After the job: hyperparameters.json keeps what the job read, with every secret redacted."""
     redacted = build_request_redaction({"HyperParameters": plan.hyperparameters}).request["HyperParameters"]
@@ -868,7 +879,7 @@ class LocalBackend:
             exit_code=end.exit_code,
             stopped_by=end.stopped_by,
             max_runtime=plan.max_runtime,
-            failure_text=_read_failure_file(root),
+            failure_text=_read_failure_text(root, plan),
             log_tail=tail,
             started_at=started_at,
             ended_at=utc_now(),
@@ -911,8 +922,7 @@ class LocalBackend:
         env = build_process_env(dict(os.environ), plan, root, sm_env)
         metrics = MetricParser(plan.metric_definitions)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        known = plan_known_secrets(build_request_redaction(
-            {"HyperParameters": plan.hyperparameters, "Environment": plan.environment}).secrets)
+        known = _known_secrets(plan)
         with open(root / "job.log", "w", encoding="utf-8") as log_file:
 
             def on_line(raw: str) -> None:
