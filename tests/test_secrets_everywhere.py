@@ -25,8 +25,17 @@ from ledger.launch import build_request, launch_job
 from ledger.record import REDACTED, Outcome, RunRecord
 from ledger.store.ledger import open_ledger
 
-mirror_tests.MLFLOW = Path(sys.executable).with_name("mlflow")  # the mlflow beside this interpreter
-mlflow_server = mirror_tests.mlflow_server  # a real `mlflow server` for this module
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` for this module: the mlflow beside this interpreter."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mirror_tests, "MLFLOW", Path(sys.executable).with_name("mlflow"))
+        server = mirror_tests.MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+        server.start()
+    yield server
+    server.stop()
+
 
 GITHUB_TOKEN = "ghp_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
 SLACK_TOKEN = "xoxb-123456789012-abcdefghijkl"
@@ -94,14 +103,15 @@ def secret_request(workspace: Path, job_name: str) -> dict:
 
 def database_text(url: str) -> str:
     """Every row of every table of the ledger's database, as text (blobs decoded)."""
-    book = open_ledger(url)
+    def as_text(value) -> str:
+        if isinstance(value, (bytes, memoryview)):
+            return bytes(value).decode("utf-8", "replace")
+        return str(value)
+
     rows = []
-    with book.engine.connect() as conn:
+    with open_ledger(url).engine.connect() as conn:
         for table in inspect(conn).get_table_names():
-            for row in conn.execute(text(f"SELECT * FROM {table}")):
-                rows += [v.decode("utf-8", "replace") if isinstance(v, (bytes, memoryview)) and not isinstance(
-                    v, memoryview) else bytes(v).decode("utf-8", "replace") if isinstance(v, memoryview) else str(v)
-                    for v in row]
+            rows += [as_text(value) for row in conn.execute(text(f"SELECT * FROM {table}")) for value in row]
     return "\n".join(rows)
 
 
@@ -136,7 +146,7 @@ def test_no_secret_reaches_the_database_files_mlflow_or_an_audit(db_url, workspa
              "audit.json": (tmp_path / "audit.json").read_text(), "record": open_ledger().get(record.run_id).to_json()}
     # The content store keeps the job's inputs byte for byte (its code and data, as S3 would): not the ledger's text.
     texts.update(files_text(ledger_home, skip=("objects/",)))
-    texts.update({f"mlflow:{k}": v for k, v in files_text(mirror_tests.Path(mlflow_server.root)).items()})
+    texts.update({f"mlflow:{k}": v for k, v in files_text(Path(mlflow_server.root)).items()})
     assert leaks(texts) == []
 
     saved = open_ledger().get(record.run_id)
