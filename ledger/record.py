@@ -224,6 +224,23 @@ def launch_payload(record: RunRecord) -> dict[str, Any]:
     return payload
 
 
+# Blobs a run.launched payload names by sha256 (stored in the ledger's `blobs` table): the body commits to each,
+# and verify re-hashes each. (what, path of its digest in the payload)
+BLOB_REFERENCES: tuple[tuple[str, tuple[str, ...]], ...] = (("git diff", ("pins", "code", "diff_sha256")),)
+
+
+def plan_blob_refs(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """Pure: (what, sha256) of each blob a run.launched payload names."""
+    refs = []
+    for what, path in BLOB_REFERENCES:
+        value: Any = payload
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and value:
+            refs.append((what, value))
+    return refs
+
+
 def build_entry_body(kind: str, run_id: str, payload: dict[str, Any], recorded_at: str | None = None) -> str:
     """The canonical body text of one log entry. Every column of the entry is derivable from it.
 

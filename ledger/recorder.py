@@ -148,9 +148,13 @@ def capture_request(
         pins.environment = _guard(gaps, "environment", environment.capture_environment, pins.environment)
     created_by = _guard(gaps, "created_by", lambda: environment.capture_caller(session), None)
 
-    redacted, redacted_keys = secrets.redact_request(sent)
-    redacted_original, _ = secrets.redact_request(request)
-    pins.hyperparameters = dict(redacted.get("HyperParameters") or {})
+    salt = secrets.new_salt()
+    redaction = secrets.build_request_redaction(sent, salt)
+    redacted, redacted_keys = redaction.request, redaction.redacted_keys
+    redacted_original = redacted if request == sent else secrets.build_request_redaction(request).request
+    # As the user wrote them: SDK 2.x framework estimators send each value JSON-encoded; the request keeps that.
+    pins.hyperparameters = {k: code.build_hyperparameter_text(v)
+                            for k, v in (redacted.get("HyperParameters") or {}).items()}
     pins.gaps = gaps
     record = RunRecord(
         project=project or _project_name(pins) or "default",
@@ -161,6 +165,7 @@ def capture_request(
         original_request=None if redacted_original == redacted else redacted_original,
         pins=pins,
         redacted_keys=redacted_keys,
+        **({"redactions": redaction.record_field(salt)} if redaction.values else {}),
     )
     if settings.strict and gaps:
         listed = "; ".join(f"{g.what}: {g.why} (fix: {g.fix})" if g.fix else f"{g.what}: {g.why}" for g in gaps)

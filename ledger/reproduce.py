@@ -377,9 +377,10 @@ def _observe_code(code) -> dict[str, Any]:
         head = repo.head.commit.hexsha
         from ledger.record import sha256_hex
 
-        diff = repo.git.diff("HEAD", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
-                             stdout_as_string=False, strip_newline_in_stdout=False)
-        diff_sha = sha256_hex(diff) if diff else None
+        from ledger.capture.code import DIFF_OPTIONS, build_stored_diff
+
+        diff = repo.git.diff("HEAD", *DIFF_OPTIONS, stdout_as_string=False, strip_newline_in_stdout=False)
+        diff_sha = sha256_hex(build_stored_diff(diff)[0]) if diff else None  # the record digests the redacted diff
         changed = head != code.commit or diff_sha != code.diff_sha256
         return {"commit_reachable": reachable, "tree_changed": changed,
                 "tree_now": f"{head[:12]}" + (" +diff" if diff else "")}
@@ -643,6 +644,7 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
     record = book.get(run_ref)
     backend = backend or record.backend
     secrets = {**_secrets_from_environment(record), **(secrets or {})}
+    check_supplied_secrets(record, secrets)
     world = observe_world(record, session)
     world["backend"] = observe_backend(record, backend, secrets)
     plan = plan_reproduction(record, world, backend, secrets, allow_drift)
@@ -775,6 +777,26 @@ def _restore_source_archive(plan: Plan, inherited, session) -> str | None:
         "uri": uri, "version_id": _version(copied.get("VersionId")),
         "copied_from": {"uri": archive.uri, "version_id": archive.version_id}})
     return uri
+
+
+def check_supplied_secrets(record: RunRecord, secrets: dict[str, str]) -> None:
+    """Refuse a secret (from --secret or the environment) that is not the one the recorded job used: each
+    redacted value keeps a salted digest in the record's `redactions` (records without one are not checked)."""
+    from ledger.capture.secrets import check_secret
+
+    redactions = record.model_extra.get("redactions")
+    wrong = []
+    for key in record.model_extra.get("redacted_keys", []):
+        section, name = key.split(".", 1)
+        if name in secrets:
+            recorded = (record.request.get(section) or {}).get(name)
+            if check_secret(redactions, key, recorded, secrets[name]) is False:
+                wrong.append(name)
+    if wrong:
+        listed = ", ".join(wrong)
+        raise UsageError(f"the secret given for {listed} is not the one run {record.run_id} used (its salted digest "
+                         "differs)", f"give the value the original job used: --secret {wrong[0]}=VALUE or "
+                         f"${wrong[0]}")
 
 
 def parse_secrets(values: list[str]) -> dict[str, str]:

@@ -130,6 +130,7 @@ def make_outcome(job: str, auc: float = 0.912, tree: str | None = None, bucket: 
 
 def seed(book) -> dict[str, RunRecord]:
     """gappy (2 gaps, reproduced EQUIVALENT), its reproduction, clean (never reproduced), flaky (reproduced DIVERGED)."""
+    book.put_blob(b"diff")  # the uncommitted diff gappy's record names (verify hashes it)
     gappy, clean, flaky = book.append_many([make_run(1, gaps=True), make_run(2), make_run(3)])
     tree = sha256_hex("tree-shared")
     book.record_outcome(gappy.run_id, make_outcome(gappy.job_name, tree=tree, launched=gappy.created_at))

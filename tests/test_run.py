@@ -32,7 +32,7 @@ def test_run_records_a_local_job_with_metrics_and_pins(workspace, capsys):
     assert pins["image"]["source"] == "environment" and pins["image"]["digest"] == pins["environment"]["fingerprint"]
     assert pins["code"]["commit"] and pins["code"]["source_archive"]["uri"].startswith("ledger-cas://sha256/")
     assert pins["hyperparameters"]["lr"] == "0.1"
-    assert json.loads(pins["hyperparameters"]["sagemaker_program"]) == "train.py"
+    assert pins["hyperparameters"]["sagemaker_program"] == "train.py"  # as written; the request keeps "\"train.py\""
     code, out, _ = cli(capsys, "runs", "--json")
     assert [r["job_name"] for r in json.loads(out)] == ["first-run"]
 

@@ -53,7 +53,9 @@ from ledger.content_store import (
     stage_file_pin,
     tree_sha256,
 )
+from ledger.capture.code import decode_hyperparameter
 from ledger.capture.data import parse_s3_uri
+from ledger.capture.secrets import build_request_redaction, plan_known_secrets, redact_known
 from ledger.errors import LedgerError, NotFound, UsageError
 from ledger.record import ModelArtifact, Outcome, utc_now
 
@@ -118,14 +120,6 @@ class JobPlan:
     instance_count: int
     output_path: str
     environment: dict[str, str] = field(default_factory=dict)
-
-
-def decode_hyperparameter(value: Any) -> Any:
-    """JSON-decode a value when it is JSON ('"train.py"' -> 'train.py', '3' -> 3), else keep it, as the toolkit."""
-    try:
-        return json.loads(value)
-    except (ValueError, TypeError):
-        return value
 
 
 def split_hyperparameters(raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -757,9 +751,29 @@ def layout_job_root(root: Path) -> None:
 
 def write_config_files(plan: JobPlan, root: Path) -> None:
     config = root / "input" / "config"
-    (config / "hyperparameters.json").write_text(json.dumps(plan.hyperparameters, indent=2))
+    # The job reads its secrets here: only its owner may, and seal_config_files redacts them once it has ended.
+    descriptor = os.open(config / "hyperparameters.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(plan.hyperparameters, indent=2))
     (config / "resourceconfig.json").write_text(json.dumps(build_resource_config(plan.instance_type), indent=2))
     (config / "inputdataconfig.json").write_text(json.dumps({c.name: c.config for c in plan.channels}, indent=2))
+
+
+def _known_secrets(plan: JobPlan) -> list[str]:
+    """The request's secrets, to clean what the job writes of them (it may print its own)."""
+    return plan_known_secrets(build_request_redaction(
+        {"HyperParameters": plan.hyperparameters, "Environment": plan.environment}).secrets)
+
+
+def _read_failure_text(root: Path, plan: JobPlan) -> str | None:
+    text = _read_failure_file(root)
+    return redact_known(text, _known_secrets(plan)) if text else text
+
+
+def seal_config_files(plan: JobPlan, root: Path) -> None:
+    """After the job: hyperparameters.json keeps what the job read, with every secret redacted."""
+    redacted = build_request_redaction({"HyperParameters": plan.hyperparameters}).request["HyperParameters"]
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(redacted, indent=2))
 
 
 def count_gpus() -> int:
@@ -901,13 +915,16 @@ class LocalBackend:
         started, started_at = time.monotonic(), utc_now()
         store, s3 = ContentStore(home), S3()
         data_pins, code = self._prepare(plan, root, store, s3, log)
-        end, metrics, tail = self._run(plan, root, log, deadline=started + plan.max_runtime)
+        try:
+            end, metrics, tail = self._run(plan, root, log, deadline=started + plan.max_runtime)
+        finally:
+            seal_config_files(plan, root)
         model_artifact, output_artifact, upload_error = self._save_artifacts(plan, root, end, s3, log)
         outcome = build_outcome(
             exit_code=end.exit_code,
             stopped_by=end.stopped_by,
             max_runtime=plan.max_runtime,
-            failure_text=_read_failure_file(root),
+            failure_text=_read_failure_text(root, plan),
             log_tail=tail,
             started_at=started_at,
             ended_at=utc_now(),
@@ -950,14 +967,16 @@ class LocalBackend:
         env = build_process_env(dict(os.environ), plan, root, sm_env)
         metrics = MetricParser(plan.metric_definitions)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        known = _known_secrets(plan)
         with open(root / "job.log", "w", encoding="utf-8") as log_file:
 
             def on_line(raw: str) -> None:
                 line = cloudwatch_form(raw)
+                metrics.feed(line, utc_now())
+                line = redact_known(line, known)  # what is kept and shown has no secret in it
                 log_file.write(line + "\n")
                 log_file.flush()
                 tail.append(line)
-                metrics.feed(line, utc_now())
                 log(line)
 
             end = self._install_requirements(root, env, on_line, plan, log)

@@ -9,7 +9,7 @@ endpoints; boto3 itself is imported only where a client is made.
     image.py        capture_image            the tag resolved to a digest through ECR
     data.py         capture_s3_channel, capture_file_channel, capture_channels, snapshot_channel
     code.py         capture_code, capture_source_archive, capture_code_channels
-    secrets.py      redact_request
+    secrets.py      redact_request, build_request_redaction, redact_text (by name and by detect-secrets' patterns)
     environment.py  capture_environment, capture_caller
     hardware.py     capture_hardware
 """

@@ -2,8 +2,9 @@
 
 A detached HEAD is a fact (recorded as `detached: true`), not a gap. No repository, no commit, no remote, or a
 commit no remote has are gaps: each means the code cannot be fetched again from anywhere but this machine.
-The uncommitted diff is returned as bytes (binary-safe, `git diff HEAD --binary`) for the caller to store as a
-blob; the record holds its sha256.
+The uncommitted diff is returned as bytes (binary-safe, `git diff HEAD --binary`) with its secrets redacted, for
+the caller to store as a blob; the record holds the sha256 of those bytes and `diff_redactions`, how many
+secrets were taken out. Untracked file names are redacted too.
 
 What the job really ran is the uploaded source: SDK 2.x names its `sourcedir.tar.gz` in the hyperparameter
 `sagemaker_submit_directory`; SDK 3.x uploads S3Prefix channels `code` and `sm_drivers`, usually into a bucket
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ledger.capture import aws_error_code, client_for
+from ledger.capture.secrets import redact_bytes, redact_text
 from ledger.errors import UsageError
 from ledger.record import CodePin, Gap, SourceArchive, sha256_hex
 
@@ -42,13 +44,21 @@ def build_public_remote_url(url: str) -> str:
 
 
 def decode_hyperparameter(value: Any) -> Any:
-    """SDK 2.x sends hyperparameters JSON-encoded ('"s3://…"'); a value that is not JSON is taken as it is."""
+    """The package's one decoder of hyperparameters, the training toolkit's rule: SDK 2.x framework estimators
+    send each value JSON-encoded ('"s3://…"', '5'); a value that is not JSON is taken as it is."""
     if not isinstance(value, str):
         return value
     try:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def build_hyperparameter_text(value: Any) -> str:
+    """A hyperparameter as the user wrote it: '"reg:squarederror"' -> 'reg:squarederror'; '5', '0.1', 'true'
+    and text that is not JSON stay as they are (the decoded 5 or True would not print as written)."""
+    decoded = decode_hyperparameter(value)
+    return decoded if isinstance(decoded, str) else str(value)
 
 
 def plan_submit_directory(request: dict[str, Any] | None) -> str | None:
@@ -84,6 +94,13 @@ def plan_tree_sha256(pairs: list[tuple[str, str]]) -> str:
     from ledger.content_store import build_tree_digest
 
     return build_tree_digest(dict(pairs))
+
+
+def build_stored_diff(diff: bytes) -> tuple[bytes, int]:
+    """The diff as the ledger keeps it: each secret in it replaced by REDACTED, and how many were. Only this is
+    stored and digested (`diff_sha256`): a digest of the original would let anyone who reads the ledger test
+    guesses of a short secret against it, the rest of the diff being known."""
+    return redact_bytes(diff)
 
 
 # --- git --------------------------------------------------------------------------------------------------------
@@ -150,10 +167,11 @@ def _capture_repo(repo, path: str) -> tuple[CodePin, list[Gap], bytes]:
         )
 
     dirty = repo.is_dirty(index=True, working_tree=True, untracked_files=False)
-    diff = b""
+    diff, redactions = b"", {}
     if dirty and commit:
         diff = repo.git.diff("HEAD", *DIFF_OPTIONS, stdout_as_string=False, strip_newline_in_stdout=False)
-    untracked = repo.untracked_files
+        diff, redactions["diff_redactions"] = build_stored_diff(diff)
+    untracked = [redact_text(name)[0] for name in repo.untracked_files]  # a file may be named by its token
     pin = CodePin(
         repo_url=remote_url,
         commit=commit,
@@ -164,6 +182,7 @@ def _capture_repo(repo, path: str) -> tuple[CodePin, list[Gap], bytes]:
         detached=detached,
         untracked_count=len(untracked),
         repo_root=root,
+        **redactions,
     )
     return pin, gaps, diff
 

@@ -1,4 +1,5 @@
-"""`ledger verify`: recompute the chain, then check every projection row against the log.
+"""`ledger verify`: recompute the chain, re-hash every blob a body names, then check every projection row
+against the log.
 
 The chain check reads each entry once and hashes it; it never parses a body (the canonical form lets us check
 the kind, run id and time columns against the body with string comparisons), so it runs at hashing speed, and
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
-from ledger.record import ZERO_HASH, RunRecord, fold_entries, utc_now
+from ledger.record import BLOB_REFERENCES, ZERO_HASH, RunRecord, fold_entries, plan_blob_refs, utc_now
 from ledger.store.projection import build_projection
 
 MAX_PROBLEMS = 20  # a broken log is named by its first problems, not listed whole
@@ -34,6 +35,11 @@ class Segment:
     last_seq: int = 0
     last_hash: str = ZERO_HASH
     problems: list[dict] = field(default_factory=list)
+    blob_refs: list[tuple] = field(default_factory=list)  # (seq, run_id, what, sha256) of each blob a body names
+
+
+# A body that names a blob holds one of these; only such bodies are parsed, so verify stays at hashing speed.
+_BLOB_MARKS = tuple(f'"{path[-1]}":"'.encode() for _, path in BLOB_REFERENCES)
 
 
 def check_segment(entries: Iterable[tuple], expected_seq: int = 1, prev: str | None = ZERO_HASH) -> Segment:
@@ -65,9 +71,38 @@ def check_segment(entries: Iterable[tuple], expected_seq: int = 1, prev: str | N
         elif not (data.startswith(f'{{"kind":"{kind}",'.encode())
                   and data.endswith(f',"recorded_at":"{recorded_at}","run_id":"{run_id}"}}'.encode())):
             problem(seq, run_id, "the kind, run_id or recorded_at column disagrees with the entry's body")
+        if kind == "run.launched" and any(mark in data for mark in _BLOB_MARKS):
+            segment.blob_refs += _blob_refs(seq, run_id, data)
         prev, expected_seq = entry_hash, seq + 1
     segment.last_seq, segment.last_hash = expected_seq - 1, prev or ZERO_HASH
     return segment
+
+
+def _blob_refs(seq: int, run_id: str, data: bytes) -> list[tuple]:
+    import json
+
+    try:
+        payload = json.loads(data)["payload"]
+    except (ValueError, KeyError, TypeError):
+        return []  # a body that is not an entry: the hash check names it
+    return [(seq, run_id, what, sha256) for what, sha256 in plan_blob_refs(payload)]
+
+
+def check_blobs(ledger, refs: list[tuple]) -> list[dict]:
+    """Each blob an entry names, read from the `blobs` table and hashed again: missing or changed is a problem."""
+    problems = []
+    for seq, run_id, what, digest in sorted(refs):
+        with ledger._reading() as conn:
+            row = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :h"), {"h": digest}).first()
+        if row is None:
+            problems.append({"seq": seq, "run_id": run_id, "problem": f"the {what} blob {digest[:16]}… that the "
+                             "entry names is missing from the blobs table"})
+        elif hashlib.sha256(bytes(row[0])).hexdigest() != digest:
+            problems.append({"seq": seq, "run_id": run_id, "problem": f"the {what} blob {digest[:16]}… does not "
+                             "hash to the digest the entry names: its bytes were changed"})
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    return problems
 
 
 def join_segments(segments: list[Segment]) -> tuple[int, int, str, list[dict]]:
@@ -108,13 +143,18 @@ def _check_range(db_url: str, low: int, high: int, first: bool) -> Segment:
         book.engine.dispose()
 
 
-def check_chain_parallel(ledger, workers: int | None = None) -> tuple[int, int, str, list[dict]]:
+def check_chain_parallel(ledger, workers: int | None = None,
+                         blob_refs: list | None = None) -> tuple[int, int, str, list[dict]]:
     """The chain check split by seq range across processes, one a core: every entry carries its prev_hash, so
-    each stretch is checked on its own and the stretches are joined at their ends."""
+    each stretch is checked on its own and the stretches are joined at their ends. The blobs the bodies name
+    are added to `blob_refs` when it is given."""
     low, high = ledger.seq_range()
     workers = workers or os.cpu_count() or 1
     if high - low + 1 < PARALLEL_FROM or workers < 2:
-        return check_chain(ledger.iter_entries(body_bytes=True))
+        segment = check_segment(ledger.iter_entries(body_bytes=True))
+        if blob_refs is not None:
+            blob_refs += segment.blob_refs
+        return join_segments([segment])
     import multiprocessing
 
     step = (high - low + 1 + workers - 1) // workers
@@ -122,6 +162,8 @@ def check_chain_parallel(ledger, workers: int | None = None) -> tuple[int, int, 
     url = ledger.engine.url.render_as_string(hide_password=False)
     with multiprocessing.get_context("fork").Pool(len(bounds)) as pool:
         segments = pool.starmap(_check_range, [(url, a, b, a == low) for a, b in bounds])
+    if blob_refs is not None:
+        blob_refs += [ref for segment in segments for ref in segment.blob_refs]
     if low != 1:  # the first entries were removed: the chain must start at seq 1 after 64 zeros
         segments[0].problems.insert(0, {"seq": low, "run_id": segments[0].first_run_id,
                                         "problem": f"entry 1 is missing: entry {low} follows entry 0"})
@@ -260,7 +302,9 @@ def check_guards(ledger) -> list[dict]:
 def verify(ledger, projections: bool = True):
     from ledger.store.ledger import VerifyReport
 
-    count, head_seq, head_hash, problems = check_chain_parallel(ledger)
+    refs: list[tuple] = []
+    count, head_seq, head_hash, problems = check_chain_parallel(ledger, blob_refs=refs)
+    problems = sorted(problems + check_blobs(ledger, refs), key=lambda p: p["seq"] or 0)[:MAX_PROBLEMS]
     if projections and not problems:
         problems = check_projections(ledger)
     problems = problems + check_guards(ledger)  # beside the chain: whatever else was found

@@ -314,6 +314,10 @@ class Ledger:
 
     def record_outcome(self, run_ref: str, outcome: Outcome | dict) -> RunRecord:
         outcome = outcome if isinstance(outcome, Outcome) else Outcome.model_validate(outcome)
+        if outcome.failure_reason:  # a job's own words (a log tail, SageMaker's FailureReason) may hold a secret
+            from ledger.capture.secrets import redact_text
+
+            outcome = outcome.model_copy(update={"failure_reason": redact_text(outcome.failure_reason)[0]})
         return self._append_fact(run_ref, "run.finished", {"outcome": outcome.model_dump(mode="json")})
 
     def record_verdict(self, run_ref: str, verdict: Verdict | dict) -> RunRecord:

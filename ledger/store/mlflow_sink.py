@@ -419,15 +419,18 @@ def build_artifact_files(ledger, record: RunRecord) -> dict[str, bytes]:
     for channel, pin in record.pins.data.items():
         manifest = pin.model_dump(mode="json")
         files[f"ledger/data/{mirror_key(channel)}.manifest.json"] = json.dumps(manifest, indent=2).encode("utf-8")
+    from ledger.capture.secrets import redact_bytes
+
     if record.pins.code.diff_sha256:
         with suppress(NotFound):  # a record whose diff was never stored: its digest is in the tags
-            files["ledger/code/git.diff"] = ledger.get_blob(record.pins.code.diff_sha256)
+            # Redacted when captured; again here for diffs stored by a ledger that did not redact them.
+            files["ledger/code/git.diff"] = redact_bytes(ledger.get_blob(record.pins.code.diff_sha256))[0]
     log_path = (record.outcome.model_extra or {}).get("log_path")
     candidates = [Path(log_path)] if log_path else []
     candidates.append(ledger.settings.home / "jobs" / record.job_name / "job.log")
     for path in candidates:
         if path.is_file():
-            files["ledger/job.log"] = path.read_bytes()
+            files["ledger/job.log"] = redact_bytes(path.read_bytes())[0]  # a log from a job run elsewhere too
             break
     return files
 
