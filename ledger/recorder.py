@@ -87,7 +87,8 @@ def capture_request(
     if backend == "local":
         # On this machine the container is this Python environment: its fingerprint is the image pin.
         pins.environment = env = _guard(gaps, "environment", environment.capture_environment, pins.environment)
-        pins.image = ImagePin(uri=algorithm.get("TrainingImage"), digest=env.fingerprint, source="environment")
+        pins.image = ImagePin(uri=algorithm.get("TrainingImage"), digest=env.fingerprint, source="environment",
+                              ran=build_stand_in(sent, env))
     elif algorithm.get("TrainingImage"):
         pins.image, more = _guard(gaps, "image", lambda: image.capture_image(algorithm["TrainingImage"], session),
                                   (pins.image, []))
@@ -137,7 +138,8 @@ def capture_request(
         pins.code.code_channels = channels
         gaps += more
 
-    pins.hardware, more = _guard(gaps, "hardware", lambda: hardware.capture_hardware(sent), (pins.hardware, []))
+    pins.hardware, more = _guard(gaps, "hardware", lambda: hardware.capture_hardware(sent, backend),
+                                 (pins.hardware, []))
     gaps += more
     if not pins.environment.fingerprint:
         pins.environment = _guard(gaps, "environment", environment.capture_environment, pins.environment)
@@ -162,6 +164,22 @@ def capture_request(
         raise CaptureRefused(f"strict mode refused to launch {record.job_name}: {len(gaps)} pin gap(s): {listed}",
                              "fix the gaps, or unset LEDGER_STRICT to launch with them recorded")
     return Capture(record=record, request=sent, blobs=blobs)
+
+
+def build_stand_in(request: dict[str, Any], env) -> dict[str, Any]:
+    """Pure: what ran in place of the requested image on the local backend: this Python environment, running the
+    entry point, or for a built-in algorithm the ledger's own implementation of it."""
+    from ledger.backends.local import ALGORITHM_SCRIPTS, builtin_algorithm
+
+    how = "the ledger's own Python environment"
+    program = (request.get("HyperParameters") or {}).get("sagemaker_program")
+    algorithm = builtin_algorithm((request.get("AlgorithmSpecification") or {}).get("TrainingImage"))
+    if program:
+        how += f", running the entry point {program.strip(chr(34))} with its interpreter"
+    elif algorithm in ALGORITHM_SCRIPTS:
+        how += f", running the ledger's {algorithm} stand-in (ledger/backends/{ALGORITHM_SCRIPTS[algorithm].name})"
+    return {"kind": "python environment", "fingerprint": env.fingerprint, "python": env.python,
+            "platform": env.platform, "how": how}
 
 
 def _remote_function_base(request: dict[str, Any]) -> str | None:
