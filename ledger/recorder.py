@@ -304,7 +304,9 @@ def build_capture_line(record: RunRecord) -> str:
     """Pure: the one line a user sees on capture."""
     pins = record.pins
     pinned = []
-    if pins.image.digest:
+    if pins.image.digest and pins.image.source == "environment":  # the image does not run here
+        pinned.append(f"environment {pins.image.digest[:12]} standing in for the image")
+    elif pins.image.digest:
         pinned.append(f"image {pins.image.digest[:19]}")
     if pins.data:
         objects = sum(c.object_count for c in pins.data.values())

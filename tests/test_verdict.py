@@ -12,8 +12,12 @@ import json
 import os
 import tarfile
 
+from streamlit.testing.v1 import AppTest
+
+from ledger import reproduce
 from ledger.cli import main
 from ledger.content_store import pack_tar_gz, sha256_file, tree_sha256
+from ledger.dashboard import APP_PATH
 from ledger.record import (
     CodePin,
     DataChannelPin,
@@ -25,7 +29,6 @@ from ledger.record import (
     RunRecord,
     SourceArchive,
 )
-from ledger import reproduce
 from ledger.reproduce import PinCheck, build_verdict
 from ledger.store.ledger import open_ledger
 
@@ -219,6 +222,14 @@ def test_equal_model_files_with_a_changed_metric_diverge(workspace, db_url, caps
     assert stored.result == "DIVERGED" and [c["pin"] for c in stored.compensated] == \
         [c["pin"] for c in verdict["compensated"]]
 
+    at = AppTest.from_file(str(APP_PATH), default_timeout=30)  # the dashboard's Run page lists it apart
+    at.run()
+    at.query_params = {"run": "fixed-r1"}
+    at = at.switch_page("page_run.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    compensated = [df.value for df in at.dataframe if "by" in df.value.columns]
+    assert compensated and "data train" in compensated[0]["pin"].tolist()
+
 
 def test_a_file_made_executable_is_a_different_model(workspace, db_url, capsys, monkeypatch):
     script = _script(workspace)
@@ -246,3 +257,28 @@ def test_reproducing_a_run_that_never_finished_is_unverifiable(workspace, db_url
     assert book.get("broken-r1").verdict.result == "UNVERIFIABLE"
     assert book.runs(where="verdict = 'UNVERIFIABLE'")["job_name"].tolist() == ["broken-r1"]
     assert book.verify().ok
+
+
+# --- where verdicts are shown -------------------------------------------------------------------------------------
+
+
+def test_the_report_and_the_dashboard_show_unverifiable_and_compensated_drift():
+    from ledger import audit
+    from ledger.dashboard import views
+    from ledger.record import Verdict
+
+    original = RunRecord(job_name="orig", backend="local", outcome=Outcome(status="Failed", failure_reason="boom"))
+    verdict = build_verdict(original.outcome, _outcome(rmse=1.0), [], compensated=[
+        {"pin": "data train", "recorded": "1 object(s)", "now": "1 changed", "by": "the relaunch restores the files"}])
+    repro = RunRecord(job_name="orig-r1", backend="local", reproduction_of=original.run_id, outcome=_outcome(rmse=1.0),
+                      verdict=Verdict.model_validate(verdict.model_dump()))
+    report = audit.build_report([original, repro], generated_at="2026-12-02T00:00:00Z")
+    assert report["summary"]["originals_by_verdict"]["UNVERIFIABLE"] == 1
+    page = audit.render_html(report)
+    assert '<span class="badge b-warn">UNVERIFIABLE</span>' in page
+    assert "the relaunch restores the files" in page and "made up for" in page
+    text = audit.render_markdown(report)
+    assert "**Verdict**: UNVERIFIABLE against orig: original model artifact" in text
+    assert "Compensated drift: data train: 1 object(s) → 1 changed (the relaunch restores the files)" in text
+    assert views.verdict_badge("UNVERIFIABLE") == "? UNVERIFIABLE"
+    assert views.badge_color(views.verdict_badge("UNVERIFIABLE")) == "orange"
