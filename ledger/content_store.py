@@ -9,7 +9,8 @@ An object is written once and never changed. Its mtime is set to 0 when it is st
 staged (hard-linked) input would change it, and `has()` then treats the object as damaged rather than trusting it.
 
 Also here: `tree_sha256` (the digest of an artifact's contents: paths, file modes, bytes and symlink targets, equal
-for archives of the same files with other timestamps) and `pack_tar_gz` (a deterministic tar.gz), which the backends use for model artifacts and source code.
+for archives of the same files with other timestamps) and `pack_tar_gz` (a deterministic tar.gz), which the
+backends use for model artifacts and source code.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class ImagePin(Part):
     ran: dict[str, Any] | None = None
 
     def stood_in(self) -> str | None:
-        """"<environment> stood in for <image>" when an environment ran in place of the image, else None."""
+        """One line, '<environment> stood in for <image>', when an environment ran in place of the image."""
         if self.source != "environment":
             return None
         ran = self.ran or {}
@@ -188,7 +188,8 @@ class HardwarePin(Part):
         if backend != "local":
             return "as requested from SageMaker: it reports no hardware of its own"
         if self.instance_type in ("local", "local_gpu"):  # older records put this machine's figures at the top
-            return f"{self.host or 'this machine'}: {_machine_figures(self.vcpu, self.memory_gib, self.gpu, self.gpu_count)}"
+            figures = _machine_figures(self.vcpu, self.memory_gib, self.gpu, self.gpu_count)
+            return f"{self.host or 'this machine'}: {figures}"
         return ("not recorded: an older ledger recorded only the requested type's figures, not this machine's"
                 + (f" ({self.host})" if self.host else ""))
 
@@ -226,9 +227,6 @@ class Outcome(Part):
     failure_reason: str | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     model_artifact: ModelArtifact | None = None
-
-
-VERDICT_RESULTS: tuple[str, ...] = ("IDENTICAL", "EQUIVALENT", "DIVERGED", "UNVERIFIABLE")
 
 
 class Verdict(Part):

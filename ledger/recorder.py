@@ -85,7 +85,8 @@ def capture_request(
 
     algorithm = sent.setdefault("AlgorithmSpecification", {})
     if backend == "local":
-        # On this machine the container is this Python environment: its fingerprint is the image pin.
+        # On this machine this Python environment stands in for the container: the pin keeps the requested image,
+        # the environment's fingerprint as its digest (older records have only that), and what ran in `ran`.
         pins.environment = env = _guard(gaps, "environment", environment.capture_environment, pins.environment)
         pins.image = ImagePin(uri=algorithm.get("TrainingImage"), digest=env.fingerprint, source="environment",
                               ran=build_stand_in(sent, env))

@@ -77,7 +77,8 @@ def reproduce_command(
     if result.verdict and result.verdict.result == "UNVERIFIABLE":  # could not check is not a success
         missing = [d.get("reason") or d["what"] for d in result.verdict.differences if "artifact" in d["what"]]
         raise LedgerError(f"reproduction {result.record.run_id} of {result.plan.run_id} is UNVERIFIABLE: "
-                          + "; ".join(missing), f"the verdict is recorded; see it with: ledger show {result.record.run_id}")
+                          + "; ".join(missing),
+                          f"the verdict is recorded; see it with: ledger show {result.record.run_id}")
 
 
 def diff_command(
