@@ -430,9 +430,8 @@ def build_substitutions(original: RunRecord, reproduction: RunRecord) -> list[di
 
 def describe_image_ran(image) -> str:
     """Pure: one line for what ran as a run's image."""
-    if image.source == "environment":
-        fingerprint = (image.ran or {}).get("fingerprint") or image.digest
-        return f"environment {_short(fingerprint, 19)} stood in for {image.uri or 'no image'}"
+    if image.stood_in():
+        return image.stood_in()
     return f"{image.uri or 'no image'}" + (f" by digest {_short(image.digest, 19)}" if image.digest else "")
 
 

@@ -75,9 +75,10 @@ def describe_fact(fact) -> str:
     """One line for a verdict's difference or drift: what, original -> reproduction, and why."""
     if not isinstance(fact, dict):
         return str(fact)
-    what = fact.get("what") or fact.get("pin") or "?"
-    was, now = (fact.get("original"), fact.get("reproduction")) if "what" in fact else (fact.get("recorded"),
-                                                                                         fact.get("now"))
+    if "what" in fact:  # a difference
+        what, was, now = fact["what"], fact.get("original"), fact.get("reproduction")
+    else:  # drift or a substitution
+        what, was, now = fact.get("pin") or "?", fact.get("recorded"), fact.get("now")
     line = f"{what}: {'-' if was is None else was} -> {'-' if now is None else now}"
     for key in ("reason", "by"):
         if fact.get(key):

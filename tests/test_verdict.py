@@ -257,6 +257,9 @@ def test_reproducing_a_run_that_never_finished_is_unverifiable(workspace, db_url
     assert book.get("broken-r1").verdict.result == "UNVERIFIABLE"
     assert book.runs(where="verdict = 'UNVERIFIABLE'")["job_name"].tolist() == ["broken-r1"]
     assert book.verify().ok
+    code, out, _ = cli(capsys, "show", "broken-r1")
+    squashed = "".join(out.split())
+    assert code == 0 and "Verdict:UNVERIFIABLE" in squashed and "differsoriginalmodelartifact:" in squashed
 
 
 # --- where verdicts are shown -------------------------------------------------------------------------------------
