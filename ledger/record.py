@@ -143,8 +143,8 @@ class HardwarePin(Part):
     The top-level fields are the request as older records have it: the instance type, count and volume, and the
     type's figures from the instance catalogue (for the `local` types, this machine's). `requested` says the same
     explicitly, with where the figures came from; `ran` is the machine a local run ran on, observed
-    ({host, vcpu, memory_gib, gpu, gpu_count, os, how}); `ran_source` says why `ran` is absent (SageMaker runs
-    the requested type and reports no hardware of its own)."""
+    ({host, instance_count, vcpu, memory_gib, gpu, gpu_count, os, how}); `ran_source` says why `ran` is absent
+    (SageMaker runs the requested type and reports no hardware of its own)."""
 
     instance_type: str | None = None
     instance_count: int | None = None

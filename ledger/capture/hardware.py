@@ -83,11 +83,13 @@ def capture_local_host(instance_type: str) -> dict[str, Any]:
 
 
 def capture_ran_here() -> dict[str, Any]:
-    """The machine a local run runs on, as observed now: {host, vcpu, memory_gib, gpu, gpu_count, os, how}."""
+    """The machine a local run runs on, as observed now: {host, instance_count, vcpu, memory_gib, gpu, gpu_count,
+    os, how}."""
     gpu, gpu_count = _local_gpus()
     seen_gpus = "nvidia-smi" if shutil.which("nvidia-smi") else "nvidia-smi (not installed: no GPU seen)"
     return {
         "host": socket.gethostname(),
+        "instance_count": 1,  # the local backend runs one instance, whatever the request asks for
         "vcpu": os.cpu_count(),
         "memory_gib": _memory_gib_from_meminfo(),
         "gpu": gpu,
