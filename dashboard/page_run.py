@@ -109,16 +109,19 @@ with data.friendly_errors():
             st.caption("Which other runs read one of these objects: the Lineage page.")
 
     with image:
-        st.table(views.facts_frame([("image", pins.image.uri), ("digest", pins.image.digest),
+        stood_in = pins.image.stood_in()
+        if stood_in:
+            st.info(stood_in + ": the requested image did not run.", icon=":material/swap_horiz:")
+        st.table(views.facts_frame([("image requested", pins.image.uri), ("ran", stood_in or "the requested image"),
+                                        ("stand-in fingerprint" if stood_in else "digest", pins.image.digest),
                                         ("pinned uri", pins.image.pinned_uri), ("resolved by", pins.image.source)]
                                        ).set_index(""))
 
     with hardware:
         hw = pins.hardware
         st.table(views.facts_frame([
-            ("instance type", hw.instance_type), ("instances", hw.instance_count), ("volume GB", hw.volume_gb),
-            ("vCPU", hw.vcpu), ("memory GiB", hw.memory_gib),
-            ("GPU", f"{hw.gpu_count} × {hw.gpu}" if hw.gpu else None), ("host", hw.host)]).set_index(""))
+            ("requested", hw.describe_requested()), ("ran", hw.describe_ran(record.backend)),
+            ("ran: observed", (hw.ran or {}).get("how"))]).set_index(""))
 
     with environment:
         env = pins.environment
@@ -175,8 +178,11 @@ with data.friendly_errors():
                     st.markdown("What differs from the original:")
                     st.dataframe(views.facts_table(record.verdict.differences), hide_index=True)
                 if record.verdict.explained_by:
-                    st.markdown("What drifted since the original ran, which may explain it:")
+                    st.markdown("What drifted, or ran in place of what the original ran on, which may explain it:")
                     st.dataframe(views.facts_table(record.verdict.explained_by), hide_index=True)
+                if record.verdict.compensated:
+                    st.markdown("What drifted, but the pinned relaunch made up for:")
+                    st.dataframe(views.facts_table(record.verdict.compensated), hide_index=True)
             else:
                 st.caption("No verdict recorded yet.")
         copies = data.reproductions(record.run_id)

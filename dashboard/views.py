@@ -34,9 +34,11 @@ STATUS_BADGES = {
     "Stopping": "■ Stopping",
     "Stopped": "■ Stopped",
 }
-VERDICT_BADGES = {"IDENTICAL": "✔ IDENTICAL", "EQUIVALENT": "≈ EQUIVALENT", "DIVERGED": "✖ DIVERGED"}
+VERDICT_BADGES = {"IDENTICAL": "✔ IDENTICAL", "EQUIVALENT": "≈ EQUIVALENT", "DIVERGED": "✖ DIVERGED",
+                  "UNVERIFIABLE": "? UNVERIFIABLE"}
 PINNED, GAPS, PENDING = "● fully pinned", "▲", "◔ pending"
-COLORS = {"✔": "green", "●": "green", "≈": "orange", "▲": "orange", "◔": "blue", "■": "gray", "✖": "red", "·": "gray"}
+COLORS = {"✔": "green", "●": "green", "≈": "orange", "▲": "orange", "◔": "blue", "■": "gray", "✖": "red", "·": "gray",
+          "?": "orange"}  # ? UNVERIFIABLE: not a failure of the reproduction, and not a pass
 
 
 def missing(value: Any) -> bool:

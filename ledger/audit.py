@@ -29,7 +29,7 @@ REPORT_KIND = "ledger.audit-report"
 INTEGRITY_KIND = "ledger.audit-integrity"
 FORMAT_VERSION = 1
 FORMATS = ("html", "pdf", "md", "json")
-VERDICTS = ("IDENTICAL", "EQUIVALENT", "DIVERGED")
+VERDICTS = ("IDENTICAL", "EQUIVALENT", "DIVERGED", "UNVERIFIABLE")
 DEFAULT_MANIFEST_ROWS = 500
 CHAIN_RULE = ("entry_hash = sha256(prev_hash + sha256(body)), as lowercase hex text; the first entry's prev_hash "
               "is 64 zeros")
@@ -369,11 +369,12 @@ def build_run_section(record: RunRecord, entries: list[dict], reproductions: lis
         "record_digest": record.digest(),
         "request": build_request_summary(record.request),
         "pinned_before_sending": build_pinning_changes(record.original_request, record.request),
-        "image": _dump(pins.image),
+        "image": {**_dump(pins.image), "stood_in": pins.image.stood_in()},
         "code": code,
         "data": data,
         "hyperparameters": dict(sorted(pins.hyperparameters.items())),
-        "hardware": _dump(pins.hardware),
+        "hardware": {**_dump(pins.hardware), "requested_line": pins.hardware.describe_requested(),
+                     "ran_line": pins.hardware.describe_ran(record.backend)},
         "environment": {
             "python": environment.python,
             "platform": environment.platform,
@@ -400,7 +401,8 @@ def build_run_section(record: RunRecord, entries: list[dict], reproductions: lis
             {"run_id": r.run_id, "job_name": r.job_name, "created_at": r.created_at, "status": r.outcome.status,
              "verdict": r.verdict.result if r.verdict else None,
              "differences": list(r.verdict.differences) if r.verdict else [],
-             "explained_by": list(r.verdict.explained_by) if r.verdict else []}
+             "explained_by": list(r.verdict.explained_by) if r.verdict else [],
+             "compensated": list(r.verdict.compensated) if r.verdict else []}
             for r in reproductions
         ],
         "entries": [{"seq": e["seq"], "kind": e["kind"], "recorded_at": e["recorded_at"],

@@ -8,8 +8,9 @@ files changed. Identical bytes are stored once.
 An object is written once and never changed. Its mtime is set to 0 when it is stored: a job that writes into a
 staged (hard-linked) input would change it, and `has()` then treats the object as damaged rather than trusting it.
 
-Also here: `tree_sha256` (the digest of an artifact's contents, equal for archives of the same files with other
-timestamps) and `pack_tar_gz` (a deterministic tar.gz), which the backends use for model artifacts and source code.
+Also here: `tree_sha256` (the digest of an artifact's contents: paths, file modes, bytes and symlink targets, equal
+for archives of the same files with other timestamps) and `pack_tar_gz` (a deterministic tar.gz), which the
+backends use for model artifacts and source code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -48,29 +50,65 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def build_tree_digest(entries: dict[str, str]) -> str:
-    """sha256 of a `sha256sum`-style listing ("<sha256>  <path>\\n", sorted by path) of {relative path: sha256}."""
-    listing = "".join(f"{entries[p]}  {p}\n" for p in sorted(entries))
-    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+# Modes as git records them: what an archive keeps faithfully everywhere (pack_tar_gz writes 0644 or 0755).
+FILE_MODE, EXECUTABLE_MODE, SYMLINK_MODE = "100644", "100755", "120000"
+
+
+def build_tree_digest(entries: dict[str, str | tuple[str, str]]) -> str:
+    """sha256 of the canonical JSON of [[path, mode, sha256], ...] sorted by path, from {relative path: entry}.
+
+    An entry is (mode, sha256): mode 100644 a file, 100755 an executable file, 120000 a symlink, whose sha256 is
+    of its target's text. A bare sha256 is a plain file (an S3 object has no mode). Directories do not count.
+    """
+    listing = []
+    for path in sorted(entries):
+        entry = entries[path]
+        mode, sha = (FILE_MODE, entry) if isinstance(entry, str) else entry
+        listing.append([path, mode, sha])
+    return hashlib.sha256(canonical_bytes(listing)).hexdigest()
+
+
+def tree_entries(path_or_tar: str | Path) -> dict[str, tuple[str, str]]:
+    """{relative path: (mode, sha256)} of a directory's or a tar archive's files and symlinks (build_tree_digest).
+
+    Symlinks are recorded as links (by target), not followed; a hard link in an archive is the file it names.
+    """
+    path = Path(path_or_tar)
+    entries: dict[str, tuple[str, str]] = {}
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in filenames + dirnames:
+                item = Path(dirpath, name)
+                relative = item.relative_to(path).as_posix()
+                if item.is_symlink():
+                    entries[relative] = (SYMLINK_MODE, hashlib.sha256(os.fsencode(os.readlink(item))).hexdigest())
+                elif name in filenames and item.is_file():
+                    executable = item.stat().st_mode & stat.S_IXUSR
+                    entries[relative] = (EXECUTABLE_MODE if executable else FILE_MODE, sha256_file(item))
+        return entries
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            name = _normal_member_name(member.name)
+            if member.issym():
+                entries[name] = (SYMLINK_MODE, hashlib.sha256(os.fsencode(member.linkname)).hexdigest())
+            elif member.isfile() or member.islnk():
+                mode = EXECUTABLE_MODE if member.mode & stat.S_IXUSR else FILE_MODE
+                try:
+                    data = tar.extractfile(member)
+                except KeyError:  # a hard link to a file the archive does not hold: record what it names
+                    data = io.BytesIO(b"missing link target: " + os.fsencode(member.linkname))
+                entries[name] = (mode, hashlib.file_digest(data, "sha256").hexdigest())
+    return entries
 
 
 def tree_sha256(path_or_tar: str | Path) -> str:
-    """Digest of a directory's or a tar archive's regular files: their sorted relative paths and each one's sha256.
+    """Digest of a directory's or a tar archive's contents: sorted relative paths, each file's mode and sha256,
+    each symlink's target.
 
-    Timestamps, owners, modes and the order inside an archive do not count, so a model packed twice compares equal.
+    Timestamps, owners, group/other permissions and the order inside an archive do not count, so a model packed
+    twice compares equal; a file made executable, or a link pointed elsewhere, does not.
     """
-    path = Path(path_or_tar)
-    entries: dict[str, str] = {}
-    if path.is_dir():
-        for file in _walk_files(path):
-            entries[file.relative_to(path).as_posix()] = sha256_file(file)
-    else:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if member.isfile():
-                    data = tar.extractfile(member)
-                    entries[_normal_member_name(member.name)] = hashlib.file_digest(data, "sha256").hexdigest()
-    return build_tree_digest(entries)
+    return build_tree_digest(tree_entries(path_or_tar))
 
 
 def _normal_member_name(name: str) -> str:
@@ -503,5 +541,6 @@ __all__ = [
     "sha256_file",
     "stage_cas_uri",
     "stage_file_pin",
+    "tree_entries",
     "tree_sha256",
 ]

@@ -75,10 +75,25 @@ class Gap(Part):
 
 
 class ImagePin(Part):
+    """The image the request names (`uri`), by digest. With source "environment" (a local run) the image did not
+    run: `digest` is the fingerprint of the environment that stood in for it, and `ran` says what that was
+    ({kind, fingerprint, python, platform, how}); records made before `ran` existed lack it."""
+
     uri: str | None = None
     digest: str | None = None
     pinned_uri: str | None = None
     source: str | None = None  # "ecr" | "registry" | "environment"
+    ran: dict[str, Any] | None = None
+
+    def stood_in(self) -> str | None:
+        """One line, '<environment> stood in for <image>', when an environment ran in place of the image."""
+        if self.source != "environment":
+            return None
+        ran = self.ran or {}
+        fingerprint = ran.get("fingerprint") or self.digest
+        how = ran.get("how") or "the ledger's own Python environment"  # the only stand-in older ledgers had
+        named = f"Python environment {fingerprint[:12]}…" if fingerprint else "a Python environment"
+        return f"{named} ({how}) stood in for {self.uri or 'no image'}"
 
 
 class SourceArchive(Part):
@@ -123,6 +138,14 @@ class EnvironmentPin(Part):
 
 
 class HardwarePin(Part):
+    """What was requested apart from what ran.
+
+    The top-level fields are the request as older records have it: the instance type, count and volume, and the
+    type's figures from the instance catalogue (for the `local` types, this machine's). `requested` says the same
+    explicitly, with where the figures came from; `ran` is the machine a local run ran on, observed
+    ({host, instance_count, vcpu, memory_gib, gpu, gpu_count, os, how}); `ran_source` says why `ran` is absent
+    (SageMaker runs the requested type and reports no hardware of its own)."""
+
     instance_type: str | None = None
     instance_count: int | None = None
     volume_gb: int | None = None
@@ -131,6 +154,51 @@ class HardwarePin(Part):
     gpu: str | None = None
     gpu_count: int | None = None
     host: str | None = None
+    requested: dict[str, Any] | None = None
+    ran: dict[str, Any] | None = None
+    ran_source: str | None = None
+
+    def describe_requested(self) -> str | None:
+        """One line: what the request asked for, and where its figures come from."""
+        if not self.instance_type and not self.model_extra.get("instance_groups"):
+            return None
+        groups = self.model_extra.get("instance_groups") or []
+        if not self.instance_type:
+            text = ", ".join(f"{g.get('instance_count')} × {g.get('instance_type')}" for g in groups)
+        else:
+            text = f"{self.instance_count or 1} × {self.instance_type}"
+        source = (self.requested or {}).get("figures_from") or (
+            "this machine" if self.instance_type in ("local", "local_gpu") else
+            "the instance catalogue" if self.model_extra.get("catalogued") else None)
+        if self.vcpu is not None or self.memory_gib is not None:
+            text += f": {_machine_figures(self.vcpu, self.memory_gib, self.gpu, self.gpu_count)}"
+        if source:
+            text += f" ({source})"
+        return text + (f"; {self.volume_gb} GB volume" if self.volume_gb else "")
+
+    def describe_ran(self, backend: str | None) -> str:
+        """One line: the machine the job ran on, or why the record cannot say."""
+        if self.ran:
+            ran = self.ran
+            return (f"{ran.get('host') or 'this machine'}: "
+                    f"{_machine_figures(ran.get('vcpu'), ran.get('memory_gib'), ran.get('gpu'), ran.get('gpu_count'))}"
+                    + (f"; {ran['os']}" if ran.get("os") else ""))
+        if self.ran_source:
+            return self.ran_source
+        if backend != "local":
+            return "as requested from SageMaker: it reports no hardware of its own"
+        if self.instance_type in ("local", "local_gpu"):  # older records put this machine's figures at the top
+            figures = _machine_figures(self.vcpu, self.memory_gib, self.gpu, self.gpu_count)
+            return f"{self.host or 'this machine'}: {figures}"
+        return ("not recorded: an older ledger recorded only the requested type's figures, not this machine's"
+                + (f" ({self.host})" if self.host else ""))
+
+
+def _machine_figures(vcpu: Any, memory_gib: Any, gpu: Any, gpu_count: Any) -> str:
+    cpus = f"{vcpu} vCPU" if vcpu is not None else "vCPU unknown"
+    memory = f"{memory_gib} GiB" if memory_gib is not None else "memory unknown"
+    gpus = f"{gpu_count} × {gpu}" if gpu else ("no GPU" if gpu_count == 0 else "GPU unknown")
+    return f"{cpus}, {memory}, {gpus}"
 
 
 class Pins(Part):
@@ -162,9 +230,15 @@ class Outcome(Part):
 
 
 class Verdict(Part):
-    result: Literal["IDENTICAL", "EQUIVALENT", "DIVERGED"]
+    """IDENTICAL: equal model contents and equal final metrics. EQUIVALENT: every final metric within tolerance.
+    DIVERGED: anything else. UNVERIFIABLE: a model artifact to compare is missing (the differences say which).
+    `explained_by`: what could explain a difference (uncompensated drift, substitutions); `compensated`: drift
+    the pinned relaunch made up for (older verdicts lack it)."""
+
+    result: Literal["IDENTICAL", "EQUIVALENT", "DIVERGED", "UNVERIFIABLE"]
     differences: list[Any] = Field(default_factory=list)
     explained_by: list[Any] = Field(default_factory=list)
+    compensated: list[Any] = Field(default_factory=list)
 
 
 class ChainRef(Part):

@@ -86,9 +86,11 @@ def capture_request(
 
     algorithm = sent.setdefault("AlgorithmSpecification", {})
     if backend == "local":
-        # On this machine the container is this Python environment: its fingerprint is the image pin.
+        # On this machine this Python environment stands in for the container: the pin keeps the requested image,
+        # the environment's fingerprint as its digest (older records have only that), and what ran in `ran`.
         pins.environment = env = _guard(gaps, "environment", environment.capture_environment, pins.environment)
-        pins.image = ImagePin(uri=algorithm.get("TrainingImage"), digest=env.fingerprint, source="environment")
+        pins.image = ImagePin(uri=algorithm.get("TrainingImage"), digest=env.fingerprint, source="environment",
+                              ran=build_stand_in(sent, env))
     elif algorithm.get("TrainingImage"):
         pins.image, more = _guard(gaps, "image", lambda: image.capture_image(algorithm["TrainingImage"], session),
                                   (pins.image, []))
@@ -142,7 +144,8 @@ def capture_request(
         blobs.update(kept)  # saved as ledger blobs beside the record, so the code can be restored
         gaps += more
 
-    pins.hardware, more = _guard(gaps, "hardware", lambda: hardware.capture_hardware(sent), (pins.hardware, []))
+    pins.hardware, more = _guard(gaps, "hardware", lambda: hardware.capture_hardware(sent, backend),
+                                 (pins.hardware, []))
     gaps += more
     if not pins.environment.fingerprint:
         pins.environment = _guard(gaps, "environment", environment.capture_environment, pins.environment)
@@ -172,6 +175,22 @@ def capture_request(
         raise CaptureRefused(f"strict mode refused to launch {record.job_name}: {len(gaps)} pin gap(s): {listed}",
                              "fix the gaps, or unset LEDGER_STRICT to launch with them recorded")
     return Capture(record=record, request=sent, blobs=blobs)
+
+
+def build_stand_in(request: dict[str, Any], env) -> dict[str, Any]:
+    """Pure: what ran in place of the requested image on the local backend: this Python environment, running the
+    entry point, or for a built-in algorithm the ledger's own implementation of it."""
+    from ledger.backends.local import ALGORITHM_SCRIPTS, builtin_algorithm
+
+    how = "the ledger's own Python environment"
+    program = (request.get("HyperParameters") or {}).get("sagemaker_program")
+    algorithm = builtin_algorithm((request.get("AlgorithmSpecification") or {}).get("TrainingImage"))
+    if program:
+        how += f", running the entry point {program.strip(chr(34))} with its interpreter"
+    elif algorithm in ALGORITHM_SCRIPTS:
+        how += f", running the ledger's {algorithm} stand-in (ledger/backends/{ALGORITHM_SCRIPTS[algorithm].name})"
+    return {"kind": "python environment", "fingerprint": env.fingerprint, "python": env.python,
+            "platform": env.platform, "how": how}
 
 
 def _remote_function_base(request: dict[str, Any]) -> str | None:
@@ -298,7 +317,9 @@ def build_capture_line(record: RunRecord) -> str:
     """Pure: the one line a user sees on capture."""
     pins = record.pins
     pinned = []
-    if pins.image.digest:
+    if pins.image.digest and pins.image.source == "environment":  # the image does not run here
+        pinned.append(f"environment {pins.image.digest[:12]} standing in for the image")
+    elif pins.image.digest:
         pinned.append(f"image {pins.image.digest[:19]}")
     if pins.data:
         objects = sum(c.object_count for c in pins.data.values())

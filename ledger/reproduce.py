@@ -3,7 +3,7 @@
     observe_world        side effects: ask S3, ECR, git, the content store about the record's pins now
     plan_reproduction    pure: record + observations -> the preflight table and what is missing
     build_relaunch       pure: the recorded request, pinned, renamed <name>-r<N>, secrets put back
-    build_verdict        pure: two outcomes -> IDENTICAL | EQUIVALENT | DIVERGED, with what differs and why
+    build_verdict        pure: two outcomes -> IDENTICAL | EQUIVALENT | DIVERGED | UNVERIFIABLE, what differs, why
     reproduce            the whole thing, as `ledger reproduce` runs it
 """
 
@@ -539,67 +539,183 @@ def build_reproduction_name(job_name: str, number: int) -> str:
 
 
 def build_verdict(original: Outcome, reproduction: Outcome, drifted: list[PinCheck],
-                  tolerances: dict[str, float] | None = None, changed_files: list[str] | None = None) -> Verdict:
-    """Pure. IDENTICAL: the model artifacts' contents are equal. EQUIVALENT: they differ, but every final metric is
-    within its relative tolerance. DIVERGED: anything else, with what differs and the drift that could explain it."""
+                  tolerances: dict[str, float] | None = None, changed_files: list[str] | None = None, *,
+                  compensated: list[dict] | None = None, substitutions: list[dict] | None = None) -> Verdict:
+    """Pure. Weighs both things compared, the model artifacts' contents and the final metrics:
+
+        IDENTICAL     equal model contents and equal final metrics (the same names, equal values)
+        EQUIVALENT    not identical, but both have the same metrics and each is within its relative tolerance
+        DIVERGED      anything else: what differs, and what could explain it
+        UNVERIFIABLE  a model artifact to compare is missing (a run that never finished, an unreadable archive)
+
+    `drifted` are the pins the relaunch did not compensate for; with `substitutions` (another backend, a stand-in
+    environment) they are what `explained_by` names. `compensated` ({pin, recorded, now, by}) is listed apart.
+    """
     tolerances = tolerances or {}
-    explained_by = [{"pin": c.pin, "recorded": c.recorded, "now": c.now} for c in drifted]
-    differences: list[dict] = []
+    explained_by = [{"pin": c.pin, "recorded": c.recorded, "now": c.now, "kind": "drift"} for c in drifted]
+    explained_by += [{**s, "kind": "substitution"} for s in substitutions or []]
+    compensated = list(compensated or [])
+
+    def verdict(result: str, differences: list[dict]) -> Verdict:
+        return Verdict(result=result, differences=differences,
+                       explained_by=[] if result == "IDENTICAL" else explained_by, compensated=compensated)
+
+    missing = _missing_artifacts(original, reproduction)
+    if missing:
+        return verdict("UNVERIFIABLE", missing + _metric_differences(original, reproduction, tolerances)[0])
     if reproduction.status != "Completed":
-        differences.append({"what": "status", "original": original.status, "reproduction": reproduction.status,
-                            "reason": reproduction.failure_reason})
-        return Verdict(result="DIVERGED", differences=differences, explained_by=explained_by)
+        return verdict("DIVERGED", [{"what": "status", "original": original.status,
+                                     "reproduction": reproduction.status, "reason": reproduction.failure_reason}])
     a = original.model_artifact.tree_sha256 if original.model_artifact else None
     b = reproduction.model_artifact.tree_sha256 if reproduction.model_artifact else None
-    if a and a == b:
-        return Verdict(result="IDENTICAL", differences=[], explained_by=[])
+    differences: list[dict] = []
     if a != b:
         differences.append({"what": "model artifact", "original": a, "reproduction": b,
                             **({"files": changed_files} if changed_files else {})})
-    metric_differences = []
-    for name in sorted(set(original.metrics) | set(reproduction.metrics)):
-        x, y = original.metrics.get(name), reproduction.metrics.get(name)
-        tolerance = tolerances.get(name, tolerances.get("*", DEFAULT_TOLERANCE))
-        if x is None or y is None:
-            metric_differences.append({"what": f"metric {name}", "original": x, "reproduction": y})
-            continue
-        relative = abs(x - y) / max(abs(x), abs(y), 1e-300)
-        if relative > tolerance:
-            metric_differences.append({"what": f"metric {name}", "original": x, "reproduction": y,
-                                       "relative_difference": relative, "tolerance": tolerance})
-    compared = set(original.metrics) & set(reproduction.metrics)
-    if compared and not metric_differences:
-        return Verdict(result="EQUIVALENT", differences=differences, explained_by=explained_by)
-    if not compared and not metric_differences:
+    metric_differences, beyond_tolerance = _metric_differences(original, reproduction, tolerances)
+    if not differences and not metric_differences:
+        return verdict("IDENTICAL", [])
+    if not (original.metrics or reproduction.metrics):
         differences.append({"what": "metrics", "original": None, "reproduction": None,
                             "reason": "no final metric to compare"})
-    return Verdict(result="DIVERGED", differences=differences + metric_differences, explained_by=explained_by)
+        return verdict("DIVERGED", differences)
+    return verdict("DIVERGED" if beyond_tolerance else "EQUIVALENT", differences + metric_differences)
 
 
-def artifact_changed_files(a: str | None, b: str | None, session: Any = None) -> list[str]:
-    """Which files differ between two model archives (file:// or s3://); empty when either cannot be read."""
-    if not a or not b:
-        return []
+def _missing_artifacts(original: Outcome, reproduction: Outcome) -> list[dict]:
+    """What makes a comparison of model contents impossible: an original with no readable model artifact, or a
+    reproduction whose artifact was written but could not be read."""
+    found = []
+    artifact = original.model_artifact
+    if not (artifact and artifact.tree_sha256):
+        if artifact and artifact.uri:
+            reason = f"the original's model artifact {artifact.uri} could not be read when it was recorded"
+        elif original.status != "Completed":
+            reason = (f"the original run has no model artifact: it ended {original.status or 'without an outcome'}"
+                      + (f" ({original.failure_reason})" if original.failure_reason else ""))
+        else:
+            reason = "the original run recorded no model artifact"
+        found.append({"what": "original model artifact", "original": artifact.uri if artifact else None,
+                      "reproduction": reproduction.model_artifact.tree_sha256 if reproduction.model_artifact
+                      else None, "reason": reason})
+    theirs = reproduction.model_artifact
+    if reproduction.status == "Completed" and theirs and theirs.uri and not theirs.tree_sha256:
+        found.append({"what": "reproduction model artifact", "original": None, "reproduction": theirs.uri,
+                      "reason": "the reproduction's model artifact could not be read"})
+    return found
+
+
+def _metric_differences(original: Outcome, reproduction: Outcome,
+                        tolerances: dict[str, float]) -> tuple[list[dict], bool]:
+    """Every final metric not exactly equal, with its relative difference; and whether any is beyond its
+    tolerance (a metric only one run has always is)."""
+    found, beyond = [], False
+    for name in sorted(set(original.metrics) | set(reproduction.metrics)):
+        x, y = original.metrics.get(name), reproduction.metrics.get(name)
+        if x == y:
+            continue
+        tolerance = tolerances.get(name, tolerances.get("*", DEFAULT_TOLERANCE))
+        if x is None or y is None:
+            found.append({"what": f"metric {name}", "original": x, "reproduction": y})
+            beyond = True
+            continue
+        relative = abs(x - y) / max(abs(x), abs(y), 1e-300)
+        found.append({"what": f"metric {name}", "original": x, "reproduction": y,
+                      "relative_difference": relative, "tolerance": tolerance})
+        beyond = beyond or relative > tolerance
+    return found, beyond
+
+
+def build_compensation(record: RunRecord, checks: list[PinCheck]) -> tuple[list[PinCheck], list[dict]]:
+    """Pure: split the drifted and missing pins into those the pinned relaunch did not make up for, and those it
+    did ({pin, recorded, now, by}). A missing pin never is; drift is when the relaunch used the recorded pin."""
+    pins = record.pins
+    restorable_code = {c.channel for c in checks if c.pin == f"code channel {c.channel}" and c.status == "drift"}
+    left, compensated = [], []
+    for check in checks:
+        by = None
+        if check.status == "drift":
+            channel = pins.data.get(check.channel) if check.channel else None
+            if check.pin == "image tag" and pins.image.digest:
+                by = "the relaunch names the recorded digest, not the tag"
+            elif channel is not None and channel.pinned:
+                by = ("the relaunch restores the recorded files from the content store" if channel.kind == "file"
+                      else "the relaunch reads the recorded object versions")
+                by += "; the added object is not read" if check.now == "added" else ""
+            elif check.pin.startswith("code channel") and check.channel in restorable_code:
+                by = "the relaunch restores the recorded code files"
+            elif check.pin == "source archive":
+                by = "the relaunch reads the recorded version of the archive"
+            elif check.pin == "code work tree" and pins.code.source_archive and pins.code.source_archive.uri:
+                by = "the relaunch stages the pinned source archive"
+        if by:
+            compensated.append({"pin": check.pin, "recorded": check.recorded, "now": check.now, "by": by})
+        else:
+            left.append(check)
+    return left, compensated
+
+
+def build_substitutions(original: RunRecord, reproduction: RunRecord) -> list[dict]:
+    """Pure: what the reproduction ran on in place of what the original ran on ({pin, recorded, now}): another
+    backend, an environment standing in for an image (or the image where one stood in), another machine."""
+    found = []
+    if original.backend != reproduction.backend:
+        found.append({"pin": "backend", "recorded": original.backend, "now": reproduction.backend})
+    was, now = original.pins.image, reproduction.pins.image
+    if (was.source == "environment") != (now.source == "environment"):
+        found.append({"pin": "image", "recorded": describe_image_ran(was), "now": describe_image_ran(now)})
+    ran_was, ran_now = original.pins.hardware.ran, reproduction.pins.hardware.ran
+    if ran_was and ran_now and _machine(ran_was) != _machine(ran_now):
+        found.append({"pin": "hardware ran", "recorded": _machine(ran_was), "now": _machine(ran_now)})
+    return found
+
+
+def describe_image_ran(image) -> str:
+    """Pure: one line for what ran as a run's image."""
+    if image.stood_in():
+        return image.stood_in()
+    return f"{image.uri or 'no image'}" + (f" by digest {_short(image.digest, 19)}" if image.digest else "")
+
+
+def _machine(ran: dict) -> str:
+    gpu = f", {ran.get('gpu_count')} x {ran.get('gpu')}" if ran.get("gpu") else ""
+    return f"{ran.get('vcpu')} vCPU, {ran.get('memory_gib')} GiB{gpu} on {ran.get('host')}"
+
+
+@dataclass
+class ArtifactComparison:
+    """Two model archives read and compared under the current tree digest rule."""
+
+    original_tree: str | None  # None when the original's archive is gone or no longer the recorded bytes
+    reproduction_tree: str | None
+    changed: list[str] = field(default_factory=list)  # paths whose mode, bytes or link target differ
+
+
+def compare_artifacts(original, reproduction, session: Any = None) -> ArtifactComparison:
+    """Read both archives (the recorded S3 version where there is one) and list the paths that differ. An
+    archive whose sha256 is not the recorded one is not the recorded artifact: its tree is left out."""
     import tempfile
     from pathlib import Path
 
-    from ledger.content_store import extract_tar, sha256_file
+    from ledger.content_store import build_tree_digest, sha256_file, tree_entries
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            trees = []
-            for i, uri in enumerate((a, b)):
-                archive = Path(tmp) / f"{i}.tar.gz"
-                _fetch(uri, archive, session)
-                root = Path(tmp) / str(i)
-                extract_tar(archive, root)
-                trees.append({p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*") if p.is_file()})
-            return sorted(k for k in set(trees[0]) | set(trees[1]) if trees[0].get(k) != trees[1].get(k))
-    except Exception:  # noqa: BLE001
-        return []
+    trees: list[dict | None] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, artifact in enumerate((original, reproduction)):
+            archive = Path(tmp) / f"{i}.tar.gz"
+            try:
+                _fetch(artifact.uri, archive, session, artifact.version_id)
+                same = artifact.sha256 is None or sha256_file(archive) == artifact.sha256
+                trees.append(tree_entries(archive) if same else None)
+            except Exception:  # noqa: BLE001 - an archive that cannot be read is not compared
+                trees.append(None)
+    a, b = trees
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) if a is not None and b is not None else []
+    return ArtifactComparison(build_tree_digest(a) if a is not None else None,
+                              build_tree_digest(b) if b is not None else None, changed)
 
 
-def _fetch(uri: str, dest, session) -> None:
+def _fetch(uri: str, dest, session, version_id: str | None = None) -> None:
     import shutil
 
     if uri.startswith("s3://"):
@@ -607,7 +723,8 @@ def _fetch(uri: str, dest, session) -> None:
         from ledger.capture.data import parse_s3_uri
 
         bucket, key = parse_s3_uri(uri)
-        client_for(session, "s3").download_file(bucket, key, str(dest))
+        extra = {"ExtraArgs": {"VersionId": version_id}} if version_id else {}
+        client_for(session, "s3").download_file(bucket, key, str(dest), **extra)
     else:
         from ledger.content_store import local_path_of
 
@@ -681,14 +798,29 @@ def reproduce(run_ref: str, backend: str | None = None, dry_run: bool = False, a
     extra = {"allowed_drift": [c.pin for c in allowed]} if allowed else {}
     new = launch_job(request, backend=backend, project=record.project, reproduction_of=record.run_id,
                      session=session, log=log, inherited=inherited, extra=extra)
-    changed = []
-    if (new.outcome.model_artifact and record.outcome.model_artifact and new.outcome.model_artifact.tree_sha256
-            != record.outcome.model_artifact.tree_sha256):
-        changed = artifact_changed_files(record.outcome.model_artifact.uri, new.outcome.model_artifact.uri, session)
-    verdict = build_verdict(record.outcome, new.outcome, plan.drifted + plan.missing + plan.unchecked, tolerances,
-                            changed)
+    original, changed = _compared_original(record.outcome, new.outcome, session)
+    uncompensated, compensated = build_compensation(record, plan.drifted + plan.missing + plan.unchecked)
+    verdict = build_verdict(original, new.outcome, uncompensated, tolerances, changed, compensated=compensated,
+                            substitutions=build_substitutions(record, new))
+    if original is not record.outcome:
+        verdict.recomputed = ("the original's contents digest was recomputed from its archive (the recorded sha256 "
+                              "matches) under the current rule, which counts file modes and symlink targets")
     new = open_ledger().record_verdict(new.run_id, verdict)
     return Reproduction(plan, new, verdict)
+
+
+def _compared_original(original: Outcome, reproduction: Outcome, session: Any) -> tuple[Outcome, list[str]]:
+    """When the contents digests differ, read both archives: which paths differ, and the original's digest under
+    the current rule (a record made by an older ledger digested names and bytes only)."""
+    a, b = original.model_artifact, reproduction.model_artifact
+    if not (a and b and a.uri and b.uri and a.tree_sha256 and b.tree_sha256) or a.tree_sha256 == b.tree_sha256:
+        return original, []
+    comparison = compare_artifacts(a, b, session)
+    if comparison.original_tree and comparison.original_tree != a.tree_sha256 and \
+            comparison.reproduction_tree == b.tree_sha256:
+        artifact = a.model_copy(update={"tree_sha256": comparison.original_tree})
+        return original.model_copy(update={"model_artifact": artifact}), comparison.changed
+    return original, comparison.changed
 
 
 def _secrets_from_environment(record: RunRecord) -> dict[str, str]:

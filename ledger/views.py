@@ -27,7 +27,8 @@ def render_record(record: RunRecord) -> Group:
             ("verdict", record.verdict.result if record.verdict else None),
             ("mlflow run", (record.model_extra.get("annotations") or {}).get("mlflow_run_id")),
         ]),
-        _facts("Image", [("uri", pins.image.uri), ("digest", pins.image.digest),
+        _facts("Image", [("requested", pins.image.uri), ("ran", pins.image.stood_in() or "the requested image"),
+                         ("stand-in fingerprint" if pins.image.stood_in() else "digest", pins.image.digest),
                          ("pinned", pins.image.pinned_uri), ("source", pins.image.source)]),
         _facts("Code", [("repo", pins.code.repo_url), ("commit", pins.code.commit), ("branch", pins.code.branch),
                         ("dirty", pins.code.dirty), ("diff sha256", pins.code.diff_sha256),
@@ -44,9 +45,8 @@ def render_record(record: RunRecord) -> Group:
     parts.append(data)
     parts.append(_facts("Hyperparameters", sorted(pins.hyperparameters.items())))
     hw = pins.hardware
-    parts.append(_facts("Hardware", [("instance", hw.instance_type), ("count", hw.instance_count),
-                                     ("volume GB", hw.volume_gb), ("vCPU", hw.vcpu), ("memory GiB", hw.memory_gib),
-                                     ("GPU", f"{hw.gpu_count} x {hw.gpu}" if hw.gpu else None)]))
+    parts.append(_facts("Hardware", [("requested", hw.describe_requested()), ("ran", hw.describe_ran(record.backend)),
+                                     ("ran: observed", (hw.ran or {}).get("how"))]))
     env = pins.environment
     parts.append(_facts("Environment", [("python", env.python), ("platform", env.platform),
                                         ("packages", len(env.packages)), ("fingerprint", env.fingerprint)]))
@@ -64,9 +64,35 @@ def render_record(record: RunRecord) -> Group:
     for gap in pins.gaps:
         gaps.add_row(Text(gap.what), Text(gap.why), Text(gap.fix))
     parts.append(gaps)
+    if record.verdict:
+        parts.append(render_verdict(record.verdict))
     if record.chain:
         parts.append(_facts("Chain", [("seq", record.chain.seq), ("entry hash", record.chain.entry_hash)]))
     return Group(*parts)
+
+
+def describe_fact(fact) -> str:
+    """One line for a verdict's difference or drift: what, original -> reproduction, and why."""
+    if not isinstance(fact, dict):
+        return str(fact)
+    if "what" in fact:  # a difference
+        what, was, now = fact["what"], fact.get("original"), fact.get("reproduction")
+    else:  # drift or a substitution
+        what, was, now = fact.get("pin") or "?", fact.get("recorded"), fact.get("now")
+    line = f"{what}: {'-' if was is None else was} -> {'-' if now is None else now}"
+    for key in ("reason", "by"):
+        if fact.get(key):
+            line += f" ({fact[key]})"
+    if fact.get("files"):
+        line += f" files: {', '.join(fact['files'][:10])}"
+    return line
+
+
+def render_verdict(verdict) -> Table:
+    rows = [("differs", describe_fact(d)) for d in verdict.differences]
+    rows += [(f"{e.get('kind') or 'drift'} that could explain it", describe_fact(e)) for e in verdict.explained_by]
+    rows += [("compensated drift", describe_fact(c)) for c in verdict.compensated]
+    return _facts(f"Verdict: {verdict.result}", rows or [("differs", "nothing")])
 
 
 def _missing(value) -> bool:

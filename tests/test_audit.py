@@ -179,7 +179,7 @@ def test_build_report_summarizes_pins_and_reproductions():
     assert (summary["runs"], summary["originals"], summary["reproductions"]) == (3, 2, 1)
     assert (summary["fully_pinned"], summary["with_gaps"]) == (1, 2)
     assert summary["gap_kinds"] == {"code": 2, "image": 2}
-    assert summary["originals_by_verdict"] == {"IDENTICAL": 1, "EQUIVALENT": 0, "DIVERGED": 0}
+    assert summary["originals_by_verdict"] == {"IDENTICAL": 1, "EQUIVALENT": 0, "DIVERGED": 0, "UNVERIFIABLE": 0}
     assert summary["never_reproduced"] == 1
     # originals in time order, each followed by its reproductions; numbered as the reader sees them
     assert [r["job_name"] for r in report["runs"]] == ["churn-xgb-001", "churn-xgb-001-r1", "churn-xgb-002"]

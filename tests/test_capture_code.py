@@ -181,9 +181,10 @@ def _tarball(files: dict[str, bytes], mtime: int = 0) -> bytes:
 
 
 def tree_sha256_of(files: dict[str, bytes]) -> str:
-    """The product's tree digest rule, written out: sha256 of sorted "<sha256>  <path>" lines."""
-    lines = "".join(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    """The product's tree digest rule, written out: sha256 of the JSON of sorted [path, mode, sha256] (plain files,
+    as these are, have git's mode 100644)."""
+    listing = [[name, "100644", hashlib.sha256(files[name]).hexdigest()] for name in sorted(files)]
+    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
 
 
 def test_sdk2_source_archive_is_pinned(aws):

@@ -42,7 +42,8 @@ def _outcome(tree=None, **metrics):
 
 
 def test_verdicts():
-    assert build_verdict(_outcome("t", rmse=1.0), _outcome("t", rmse=9.0), []).result == "IDENTICAL"
+    assert build_verdict(_outcome("t", rmse=1.0), _outcome("t", rmse=1.0), []).result == "IDENTICAL"
+    assert build_verdict(_outcome("t", rmse=1.0), _outcome("t", rmse=9.0), []).result == "DIVERGED"  # same files
     assert build_verdict(_outcome("a", rmse=1.0), _outcome("b", rmse=1.0 + 1e-9), []).result == "EQUIVALENT"
     diverged = build_verdict(_outcome("a", rmse=1.0, mae=2.0), _outcome("b", rmse=1.1, mae=2.0), [])
     assert diverged.result == "DIVERGED"
@@ -126,6 +127,8 @@ def _sagemaker_stand_in_writes_the_model(record):
     sbucket, skey = source[len("s3://"):].split("/", 1)
     s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": sbucket, "Key": skey})
     description = boto3.client("sagemaker").describe_training_job(TrainingJobName=record.job_name)
+    # SageMaker reports the final value of each metric definition; moto reports none.
+    description["FinalMetricDataList"] = [{"MetricName": k, "Value": v} for k, v in result.outcome.metrics.items()]
     return settle(open_ledger(), record.run_id, description)
 
 

@@ -860,7 +860,8 @@ def save_artifact(source_dir: Path, name: str, plan: JobPlan, root: Path, s3: S3
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(packed, dest)
         uri = dest.as_uri()
-    return {"uri": uri, "version_id": version_id, "sha256": sha256, "tree_sha256": tree_sha256(source_dir)}
+    # The digest of the archive as stored (what a reader of the artifact gets), not of the directory it came from.
+    return {"uri": uri, "version_id": version_id, "sha256": sha256, "tree_sha256": tree_sha256(packed)}
 
 
 def _damaged_inputs(root: Path) -> list[str]:

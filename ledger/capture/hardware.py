@@ -1,14 +1,17 @@
 """Hardware: what the job asked for (instance type, count, volume), with vCPU, memory and accelerators from a
-catalogue of common ml.* types shipped in ledger/data/instance_types.json.
+catalogue of common ml.* types shipped in ledger/data/instance_types.json; and, for a local run, what it ran on.
 
 An instance type missing from the catalogue is not a reproducibility gap (the request names it exactly): it is
-recorded with `catalogued: false` and no specs. Local mode (`local`, `local_gpu`) records this machine's facts.
+recorded with `catalogued: false` and no specs. Local mode (`local`, `local_gpu`) asks for this machine, so its
+figures are this machine's. What was requested and what ran are two facts: a local run of `ml.m5.4xlarge` asked
+for 16 vCPU and ran on this host's CPUs, and the pin says both (`requested`, `ran`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -79,9 +82,57 @@ def capture_local_host(instance_type: str) -> dict[str, Any]:
     }
 
 
-def capture_hardware(request: dict[str, Any]) -> tuple[HardwarePin, list[Gap]]:
-    """The hardware a request asks for. Heterogeneous clusters (InstanceGroups) are listed in `instance_groups`;
-    then `instance_count` is their total and `instance_type` is set only when every group uses the same type."""
+def capture_ran_here() -> dict[str, Any]:
+    """The machine a local run runs on, as observed now: {host, instance_count, vcpu, memory_gib, gpu, gpu_count,
+    os, how}."""
+    gpu, gpu_count = _local_gpus()
+    seen_gpus = "nvidia-smi" if shutil.which("nvidia-smi") else "nvidia-smi (not installed: no GPU seen)"
+    return {
+        "host": socket.gethostname(),
+        "instance_count": 1,  # the local backend runs one instance, whatever the request asks for
+        "vcpu": os.cpu_count(),
+        "memory_gib": _memory_gib_from_meminfo(),
+        "gpu": gpu,
+        "gpu_count": gpu_count,
+        "os": platform.platform(),
+        "how": f"observed on this machine by the local backend: os.cpu_count(), /proc/meminfo, {seen_gpus}",
+    }
+
+
+def build_requested(pin: HardwarePin, local_type: bool) -> dict[str, Any]:
+    """Pure: the request's hardware with where its figures came from."""
+    fields = ("instance_type", "instance_count", "volume_gb", "vcpu", "memory_gib", "gpu", "gpu_count")
+    requested = {name: getattr(pin, name) for name in fields}
+    catalogued = pin.model_extra.get("catalogued")
+    requested["catalogued"] = catalogued
+    if local_type:
+        source = "this machine (local mode asks for it)"
+    elif pin.model_extra.get("instance_groups") and not pin.instance_type:
+        source = "the instance catalogue, per group (instance_groups)"
+    elif catalogued:
+        source = "the instance catalogue"
+    else:
+        source = "none: the type is not in the instance catalogue"
+    requested["figures_from"] = source
+    return requested
+
+
+def capture_hardware(request: dict[str, Any], backend: str = "sagemaker") -> tuple[HardwarePin, list[Gap]]:
+    """The hardware a request asks for, and (backend "local") the machine it runs on. Heterogeneous clusters
+    (InstanceGroups) are listed in `instance_groups`; then `instance_count` is their total and `instance_type` is
+    set only when every group uses the same type."""
+    pin, gaps = _capture_requested(request)
+    local_type = pin.instance_type in LOCAL_INSTANCE_TYPES
+    pin.requested = build_requested(pin, local_type) if not gaps else None
+    if backend == "local":
+        pin.ran = capture_ran_here()
+        pin.host = pin.ran["host"]
+    else:
+        pin.ran_source = "as requested from SageMaker: it runs the requested type and reports no hardware of its own"
+    return pin, gaps
+
+
+def _capture_requested(request: dict[str, Any]) -> tuple[HardwarePin, list[Gap]]:
     config = request.get("ResourceConfig") or {}
     if not config:
         return HardwarePin(), [

@@ -224,7 +224,10 @@ def _print_inputs(out, run: dict, artifact: str, indent: str = "") -> None:
 
     say(f"{artifact} was made by run {run['run_id']} ({run['job_name']}), launched {run['created_at']} by "
         f"{run['created_by']}: {run['status'] or 'no outcome'}")
-    say(f"  image   {run['image']['uri'] or '-'}  digest {run['image']['digest'] or '-'}")
+    if run["image"].get("stood_in"):
+        say(f"  image   {run['image']['stood_in']}")
+    else:
+        say(f"  image   {run['image']['uri'] or '-'}  digest {run['image']['digest'] or '-'}")
     code = run["code"]
     say(f"  code    {code['repo_url'] or '-'} @ {code['commit'] or '-'}" + (f" + diff {code['diff_sha256']}"
                                                                            if code["diff_sha256"] else ""))

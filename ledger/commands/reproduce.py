@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ledger.errors import Diverged, PlanFailed
+from ledger.errors import Diverged, LedgerError, PlanFailed
 
 
 def render_plan(plan) -> Table:
@@ -33,7 +33,8 @@ def reproduce_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="Launch on SageMaker without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan, run and verdict as JSON."),
 ):
-    """Relaunch a recorded job with its pins, then say IDENTICAL, EQUIVALENT or DIVERGED (exit 4)."""
+    """Relaunch a recorded job with its pins, then say IDENTICAL, EQUIVALENT, DIVERGED (exit 4) or UNVERIFIABLE
+    (exit 1: the original has no model artifact to compare)."""
     from ledger.cli import _print_json, err, out
     from ledger.reproduce import parse_secrets, parse_tolerances, reproduce
 
@@ -68,11 +69,20 @@ def reproduce_command(
             for difference in result.verdict.differences:
                 out.print(f"  differs: {difference}", markup=False, highlight=False)
             for drift in result.verdict.explained_by:
-                out.print(f"  drift that could explain it: {drift['pin']}: {drift['recorded']} -> {drift['now']}",
+                kind = drift.get("kind") or "drift"
+                out.print(f"  {kind} that could explain it: {drift['pin']}: {drift['recorded']} -> {drift['now']}",
+                          markup=False, highlight=False)
+            for drift in result.verdict.compensated:
+                out.print(f"  compensated drift: {drift['pin']}: {drift['recorded']} -> {drift['now']} ({drift['by']})",
                           markup=False, highlight=False)
     if result.verdict and result.verdict.result == "DIVERGED":
         raise Diverged(f"reproduction {result.record.run_id} DIVERGED from {result.plan.run_id}",
                        f"compare them with: ledger diff {result.plan.run_id} {result.record.run_id}")
+    if result.verdict and result.verdict.result == "UNVERIFIABLE":  # could not check is not a success
+        missing = [d.get("reason") or d["what"] for d in result.verdict.differences if "artifact" in d["what"]]
+        raise LedgerError(f"reproduction {result.record.run_id} of {result.plan.run_id} is UNVERIFIABLE: "
+                          + "; ".join(missing),
+                          f"the verdict is recorded; see it with: ledger show {result.record.run_id}")
 
 
 def diff_command(

@@ -132,6 +132,9 @@ def plan_mirror(record: RunRecord) -> MirrorPlan:
         "ledger.status": outcome.status,
         "ledger.image_digest": pins.image.digest,
         "ledger.image_uri": pins.image.pinned_uri or pins.image.uri,
+        "ledger.image.stood_in": pins.image.stood_in(),  # a local run: what ran in place of the image
+        "ledger.hardware.requested": hardware.describe_requested(),
+        "ledger.hardware.ran": hardware.describe_ran(record.backend),
         "ledger.gap_count": str(len(pins.gaps)),
         "ledger.verdict": record.verdict.result if record.verdict else None,
         "ledger.reproduction_of": record.reproduction_of,
