@@ -288,3 +288,22 @@ def test_plan_batches_respects_mlflow_limits():
     assert all(len(p) <= 100 and len(t) <= 100 and len(p) + len(t) + len(m) <= 1000 for p, t, m in batches)
     assert sum(len(p) for p, _, _ in batches) == 250 and sum(len(m) for _, _, m in batches) == 2500
     assert mlflow_sink.mirror_key("a#b/../c") == "a_b/__/c"
+
+
+def test_a_hyperparameter_longer_than_mlflow_takes_is_cut_and_says_so(mirrored_ledger, mlflow_server, ledger_home):
+    """MLflow refuses a param value over 6,000 characters; the ledger keeps the whole 1 MB value and mirrors the run
+    with that param cut, naming its length and sha256, instead of failing the mirror on every sync."""
+    from mlflow import MlflowClient
+
+    book = mirrored_ledger
+    record = make_record(book, ledger_home)
+    big = "x" * 1_000_000
+    record.pins.hyperparameters["config"] = big
+    record = book.append(record)
+    assert mlflow_sink.wait_for_mirror(60)
+    assert mlflow_sink.pending_runs(book) == {}
+    [run] = mirror_of(MlflowClient(mlflow_server.url), record)
+    value = run.data.params["config"]
+    assert len(value) == 6000 and value.startswith("x" * 100)
+    assert f"cut by the ledger: 1000000 characters, sha256 {sha256_hex(big)}" in value
+    assert book.get(record.run_id).pins.hyperparameters["config"] == big

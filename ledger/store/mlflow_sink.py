@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import event, text
 
 from ledger.errors import NotFound
-from ledger.record import RunRecord, utc_now
+from ledger.record import RunRecord, sha256_hex, utc_now
 
 OUTBOX = "mlflow_outbox"
 MIRROR_FACTS = frozenset({"mlflow_run_id", "mlflow_experiment_id", "mlflow_tracking_uri"})
@@ -109,6 +109,18 @@ def _ms(iso: str | None) -> int | None:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)  # Python 3.11 reads the trailing Z
 
 
+MLFLOW_PARAM_CHARS = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH: MLflow refuses a longer param value
+
+
+def build_param_value(value: str) -> str:
+    """Pure: a hyperparameter as an MLflow param (already redacted). One longer than MLflow takes is cut, and says
+    so with the whole value's sha256: the ledger keeps the whole value; refusing the run would mirror nothing."""
+    if len(value) <= MLFLOW_PARAM_CHARS:
+        return value
+    note = f"… [cut by the ledger: {len(value)} characters, sha256 {sha256_hex(value)}]"
+    return value[: MLFLOW_PARAM_CHARS - len(note)] + note
+
+
 def plan_mirror(record: RunRecord) -> MirrorPlan:
     pins, outcome = record.pins, record.outcome
     code, hardware = pins.code, pins.hardware
@@ -148,7 +160,7 @@ def plan_mirror(record: RunRecord) -> MirrorPlan:
         tags[f"ledger.data.{mirror_key(channel)}.manifest_sha256"] = pin.manifest_sha256
     tags = {key: str(value) for key, value in tags.items() if value not in (None, "")}
 
-    params = {mirror_key(k): str(v) for k, v in sorted(pins.hyperparameters.items())}  # redacted: the marker
+    params = {mirror_key(k): build_param_value(str(v)) for k, v in sorted(pins.hyperparameters.items())}
     for key, value in (("instance_type", hardware.instance_type), ("instance_count", hardware.instance_count)):
         if value is not None:
             params.setdefault(key, str(value))
