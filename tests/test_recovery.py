@@ -411,7 +411,10 @@ def training_request(name: str) -> dict:
 
 
 @pytest.fixture
-def autologged(aws, db_url, notebook_dir):
+def autologged(aws, db_url, notebook_dir, monkeypatch):
+    # A fresh default session: one made while an earlier test's autolog() was on holds its handlers already, and
+    # autolog() registers them once more on it (each job recorded twice; a hooks bug outside these items).
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     ledger.autolog()
     yield
     ledger.autolog(disable=True)
