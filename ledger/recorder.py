@@ -399,32 +399,54 @@ def import_spool_files(book, settings: Settings) -> SpoolImport:
             _say(f"ledger: refused the spool folder {directory}: {why}; nothing in it was imported")
             result.refused.append(str(directory))
             continue
-        for path in sorted(directory.glob("*.json")):
-            try:
-                spooled = parse_spool_file(_read_spool_file(path))
-            except SpoolRefused as error:
-                aside = _set_aside(path, "refused")
-                _say(f"ledger: refused the spool file {path}: {error}; moved to {aside.name}, not imported")
-                result.refused.append(str(path))
-                continue
-            except SpoolDamaged as error:
-                aside = _set_aside(path, "damaged")
-                _say(f"ledger: the spool file {path} is damaged ({error}); set aside as {aside.name}")
-                result.damaged.append(str(path))
-                continue
-            record, blobs, outcome = spooled
-            for blob in blobs:
-                book.put_blob(blob)
-            if not book.has_run(record.run_id):
-                try:
-                    book.append(record)
-                    result.imported.append(record.run_id)
-                except UsageError:  # another `ledger sync` appended it first
-                    pass
-            if outcome is not None and book.get(record.run_id).outcome.status not in TERMINAL_STATUSES:
-                book.record_outcome(record.run_id, outcome)
-            path.unlink()
+        paths = sorted(directory.glob("*.json"))
+        for start in range(0, len(paths), SPOOL_BATCH):
+            good = [(path, spooled) for path in paths[start:start + SPOOL_BATCH]
+                    if (spooled := _read_or_set_aside(path, result)) is not None]
+            _import_batch(book, good, result)
     return result
+
+
+SPOOL_BATCH = 500  # records appended in one transaction
+
+
+def _read_or_set_aside(path: Path, result: SpoolImport) -> tuple[RunRecord, list[bytes], Outcome | None] | None:
+    try:
+        return parse_spool_file(_read_spool_file(path))
+    except SpoolRefused as error:
+        aside = _set_aside(path, "refused")
+        _say(f"ledger: refused the spool file {path}: {error}; moved to {aside.name}, not imported")
+        result.refused.append(str(path))
+    except SpoolDamaged as error:
+        aside = _set_aside(path, "damaged")
+        _say(f"ledger: the spool file {path} is damaged ({error}); set aside as {aside.name}")
+        result.damaged.append(str(path))
+    return None
+
+
+def _import_batch(book, good: list[tuple[Path, tuple[RunRecord, list[bytes], Outcome | None]]],
+                  result: SpoolImport) -> None:
+    """Blobs, then the new records in one transaction, then outcomes; each file removed once all of it is in."""
+    for _, (_, blobs, _) in good:
+        for blob in blobs:
+            book.put_blob(blob)
+    new = list({record.run_id: record for _, (record, _, _) in good if not book.has_run(record.run_id)}.values())
+    try:
+        if new:
+            book.append_many(new)
+        appended = {record.run_id for record in new}
+    except UsageError:  # another `ledger sync` appended some of them first: one at a time
+        appended = set()
+        for record in new:
+            with contextlib.suppress(UsageError):
+                book.append(record)
+                appended.add(record.run_id)
+    result.imported += [record.run_id for record in new if record.run_id in appended]
+    for path, (record, _, outcome) in good:
+        status = record.outcome.status if record.run_id in appended else book.get(record.run_id).outcome.status
+        if outcome is not None and status not in TERMINAL_STATUSES:
+            book.record_outcome(record.run_id, outcome)
+        path.unlink()
 
 
 class SpoolDamaged(ValueError):
