@@ -356,7 +356,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def save_spooled_outcome(record: RunRecord, outcome: Outcome, settings: Settings) -> Path | None:
-    """The outcome of a run whose launch was spooled goes into its spool file, so `ledger sync` records both."""
+    """The outcome of a run whose launch was spooled goes into its spool file, so `ledger sync` records both; a
+    run the ledger has (the database went away during the job) gets a spool file of its own. None when the
+    launch's spool file is gone: `ledger sync` imported it meanwhile."""
     for directory in spool_dirs(settings):
         path = directory / f"{record.run_id}.json"
         try:
@@ -368,7 +370,9 @@ def save_spooled_outcome(record: RunRecord, outcome: Outcome, settings: Settings
         if written != path:
             path.unlink(missing_ok=True)
         return written
-    return None
+    if record.chain is None:
+        return None
+    return _write_spool(record.run_id, build_spool_body(record, {}, outcome), settings)
 
 
 @dataclass

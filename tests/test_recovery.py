@@ -398,6 +398,49 @@ def test_the_outcome_of_a_spooled_launch_is_kept_and_synced(db_url, workspace, m
     assert record.outcome.status == "Completed" and record.outcome.metrics
 
 
+def take_the_database_away(db_url: str, ledger_home: Path):
+    """Make the database unreachable for new connections; returns how to bring it back."""
+    if db_url.startswith("sqlite"):
+        files = sorted(ledger_home.glob("ledger.db*"))
+        for path in files:
+            path.rename(path.with_name(path.name + ".away"))
+        (ledger_home / "ledger.db").mkdir()  # SQLite cannot open a folder
+
+        def bring_back():
+            (ledger_home / "ledger.db").rmdir()
+            for path in files:
+                path.with_name(path.name + ".away").rename(path)
+        return bring_back
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    def bring_back():
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    return bring_back
+
+
+def test_an_outcome_the_database_cannot_take_waits_in_the_spool(db_url, workspace, tmp_path, capsys):
+    launcher, job, go = start_ledger_run(workspace, tmp_path, "db-goes-away")
+    run_id = open_ledger().get("db-goes-away").run_id
+    bring_back = take_the_database_away(db_url, workspace.parent / "ledger-home")
+    try:
+        go.touch()  # the job ends while the database is away
+        output = launcher.communicate(timeout=120)[0].decode()
+    finally:
+        bring_back()
+    assert launcher.returncode == 0 and "could not record the outcome" in output, output
+    code, report, err = sync_json(capsys)
+    assert code == 0 and report["imported"] == [], err
+    assert open_ledger().get(run_id).outcome.status == "Completed"
+
+
 # --- 5. sync asks where the job is, and never invents an outcome ---------------------------------------------------
 
 
