@@ -382,11 +382,6 @@ class SpoolImport:
     refused: list[str] = field(default_factory=list)  # files and folders that are not this user's
 
 
-def import_spool(book, settings: Settings) -> list[str]:
-    """Append every spooled record not yet in the ledger; the run ids appended. See import_spool_files."""
-    return import_spool_files(book, settings).imported
-
-
 def import_spool_files(book, settings: Settings) -> SpoolImport:
     """Append every spooled record not yet in the ledger, and remove each spool file once its record is safe.
 
