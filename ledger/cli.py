@@ -110,8 +110,9 @@ def verify_command(as_json: bool = JSON_OPTION,
 
 @app.command("sync")
 def sync_command(as_json: bool = JSON_OPTION):
-    """Settle runs still in flight (by job name, through SageMaker), append records spooled while the
-    database could not be written, and push the MLflow outbox."""
+    """Append records spooled while the database could not be written (setting damaged ones aside), settle runs
+    still in flight (SageMaker's in their own region and account; local ones whose launcher died), and push the
+    MLflow outbox."""
     from ledger.recorder import sync_runs
 
     book = _open()
@@ -121,10 +122,14 @@ def sync_command(as_json: bool = JSON_OPTION):
         _print_json(report.to_dict())
         return
     out.print(f"imported {len(report.imported)} spooled record(s); settled {len(report.settled)} run(s); "
-              f"{len(report.in_flight)} still running; {len(report.unreachable)} could not be asked about; "
+              f"{len(report.in_flight)} still running; {len(report.unreachable)} could not be settled; "
               f"mirrored {len(report.mirrored)} run(s) to MLflow"
-              + (f" ({report.mirror_pending} still queued: {report.mirror_error})" if report.mirror_pending else ""),
+              + (f" ({report.mirror_pending} still queued: {report.mirror_error})" if report.mirror_pending else "")
+              + (f"; set aside {len(report.damaged)} damaged spool file(s)" if report.damaged else "")
+              + (f"; refused {len(report.refused)} spool file(s) or folder(s) not yours" if report.refused else ""),
               markup=False, highlight=False)
+    for run_id, reason in report.reasons.items():  # one line a run: why it Failed, or why it was not asked
+        out.print(f"{run_id}: {reason}", markup=False, highlight=False)
 
 
 # --- the database ----------------------------------------------------------------------------------------------

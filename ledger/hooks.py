@@ -61,7 +61,8 @@ def _on_create(params: dict, context: dict | None = None, **_: Any) -> None:
 
     try:
         settings = load_settings(strict=options.strict, data_pin=options.data_pin)
-        capture = capture_request(params, session=options.session, settings=settings, project=options.project)
+        capture = capture_request(params, session=options.session, settings=settings, project=options.project,
+                                  region=(context or {}).get("client_region"))
         record = save_launch(capture, settings)
     except CaptureRefused:
         raise  # strict mode: the one case where the ledger stops a job

@@ -6,16 +6,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import socket
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ledger.config import Settings, load_settings
 from ledger.errors import LedgerError, NotFound, UsageError
-from ledger.record import Outcome, RunRecord
+from ledger.record import Outcome, RunRecord, utc_now
+from ledger.recorder import TERMINAL_STATUSES
 
 XGBOOST_IMAGE = "683313688378.dkr.ecr.{region}.amazonaws.com/sagemaker-xgboost:1.7-1"
 ALGORITHMS = {"xgboost": XGBOOST_IMAGE}
@@ -131,7 +135,8 @@ def launch_job(
     """Capture and pin the request, record the launch, run it on `backend`, record the outcome; the final record.
 
     A request the backend refuses before running (a missing entry point, say) is recorded as Failed with the
-    reason, and the LedgerError is raised again: nothing is recorded as a success that did not run.
+    reason, and the LedgerError is raised again: nothing is recorded as a success that did not run. Any other
+    failure is recorded as Failed too, and raised as a LedgerError naming it; an interrupt as Stopped.
     """
     from ledger.backends import get_backend
     from ledger.recorder import capture_request, save_launch
@@ -143,26 +148,117 @@ def launch_job(
     capture.record.reproduction_of = reproduction_of
     for key, value in (extra or {}).items():
         setattr(capture.record, key, value)
-    record = save_launch(capture, settings, announce=log is None)
-    pins = {name: pin.model_dump(mode="json") for name, pin in record.pins.data.items()}
-    archive = record.pins.code.source_archive
-    try:
-        result = runner.launch(capture.request, log=log, pins=pins,
-                               source_archive=archive.model_dump(mode="json") if archive else None)
-    except LedgerError as error:
-        _record_outcome(record, Outcome(status="Failed", failure_reason=str(error)), settings)
-        raise
-    outcome = result.outcome
-    if result.series:
-        outcome.metric_series = result.series
-    if result.log_path:
-        outcome.log_path = str(result.log_path)
-    return _record_outcome(record, outcome, settings)
+    with hold_launcher_lock(settings, capture.record):  # from before the run is recorded until its outcome is
+        record = save_launch(capture, settings, announce=log is None)
+        pins = {name: pin.model_dump(mode="json") for name, pin in record.pins.data.items()}
+        archive = record.pins.code.source_archive
+        try:
+            result = runner.launch(capture.request, log=log, pins=pins,
+                                   source_archive=archive.model_dump(mode="json") if archive else None)
+        except LedgerError as error:
+            _record_outcome(record, Outcome(status="Failed", failure_reason=str(error)), settings)
+            raise
+        except Exception as error:  # an OSError (E2BIG, ENOSPC), a bug: the run still gets its final status
+            reason = f"{type(error).__name__}: {error}"
+            _record_outcome(record, Outcome(status="Failed", failure_reason=reason), settings)
+            raise LedgerError(f"launching {record.job_name} failed: {reason}",
+                              f"the run is recorded as Failed; see: ledger show {record.run_id}") from error
+        except BaseException:  # Ctrl-C or SystemExit before the job ran (the backend stops a running job itself)
+            _record_outcome(record, Outcome(status="Stopped", failure_reason=(
+                "Stopped: the launch was interrupted before the job ended")), settings)
+            raise
+        outcome = result.outcome
+        if result.series:
+            outcome.metric_series = result.series
+        if result.log_path:
+            outcome.log_path = str(result.log_path)
+        return _record_outcome(record, outcome, settings)
 
 
 def _record_outcome(record: RunRecord, outcome: Outcome, settings: Settings) -> RunRecord:
+    """Record the outcome in the ledger; when it cannot be written (or the launch itself was spooled), in the
+    run's spool file, which `ledger sync` appends: an outcome, once observed, is not lost."""
+    from ledger.recorder import _say, save_spooled_outcome
     from ledger.store.ledger import open_ledger
 
-    if record.chain is None:  # spooled: the database could not be written; `ledger sync` appends it later
-        return record.model_copy(update={"outcome": outcome})
-    return open_ledger(settings=settings).record_outcome(record.run_id, outcome)
+    try:
+        book = open_ledger(settings=settings)
+        if record.chain is not None or book.has_run(record.run_id):
+            return book.record_outcome(record.run_id, outcome)
+    except Exception as error:  # noqa: BLE001 - the outcome waits in the spool
+        _say(f"ledger: could not record the outcome of run {record.run_id} ({error}); spooling it")
+    path = save_spooled_outcome(record, outcome, settings)
+    if path is None:  # `ledger sync` imported the launch meanwhile: the ledger has the run now
+        return open_ledger(settings=settings).record_outcome(record.run_id, outcome)
+    return record.model_copy(update={"outcome": outcome})
+
+
+# --- the launcher's lock: how `ledger sync` tells a live local launch from a dead one ------------------------
+
+
+def launcher_lock_path(settings: Settings, run_id: str) -> Path:
+    return settings.home / "launchers" / f"{run_id}.lock"
+
+
+@contextmanager
+def hold_launcher_lock(settings: Settings, record: RunRecord) -> Iterator[Path | None]:
+    """Hold an exclusive flock on LEDGER_HOME/launchers/<run>.lock while the launch runs. The kernel frees it
+    when this process dies, however it dies (kill -9 included), so a free lock means the launcher is gone.
+    A lock that cannot be made does not stop the launch: `ledger sync` then says it cannot tell."""
+    path = launcher_lock_path(settings, record.run_id)
+    handle = None
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(handle, json.dumps({"run_id": record.run_id, "job_name": record.job_name, "pid": os.getpid(),
+                                     "host": socket.gethostname(), "since": utc_now()}).encode())
+    except OSError:
+        if handle is not None:
+            os.close(handle)
+        handle = None
+    try:
+        yield path if handle is not None else None
+    finally:
+        if handle is not None:
+            path.unlink(missing_ok=True)  # before the lock is freed: a sync that wins the lock later sees no file
+            os.close(handle)
+
+
+def settle_lost_launch(book, settings: Settings, run_id: str) -> tuple[str, str | None]:
+    """For `ledger sync`, one local run without an outcome: ("running", None) while its launcher holds its lock;
+    ("settled", reason) when the launcher is gone and recorded no outcome: the run is recorded Failed, naming
+    why; ("done", None) when the launcher recorded the outcome meanwhile; ("unknown", why) when it cannot tell."""
+    path = launcher_lock_path(settings, run_id)
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        if book.get(run_id).outcome.status in TERMINAL_STATUSES:
+            return "done", None
+        return "unknown", (f"no launcher lock at {path}: it was launched with another LEDGER_HOME, on another "
+                           "machine, or by an older ledger, so this sync cannot tell whether it still runs")
+    try:
+        try:
+            launcher = json.loads(os.read(handle, 65536) or b"{}")
+        except ValueError:
+            launcher = {}
+        host = launcher.get("host")
+        if host and host != socket.gethostname():
+            return "unknown", f"it was launched on host {host}; run `ledger sync` there"
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "running", None
+        record = book.get(run_id)  # read again under the lock: the launcher records its outcome before freeing it
+        if record.outcome.status in TERMINAL_STATUSES:
+            return "done", None
+        who = f"pid {launcher.get('pid', '?')} on {host or 'this host'}, since {launcher.get('since', '?')}"
+        log = settings.home / "jobs" / record.job_name / "job.log"
+        reason = (f"LauncherGone: the process that ran this job ({who}) ended without recording an outcome, and a "
+                  "local job does not outlive its launcher; ledger sync found its lock free"
+                  + (f"; the job's log: {log}" if log.is_file() else ""))
+        book.record_outcome(run_id, Outcome(status="Failed", failure_reason=reason))
+        path.unlink(missing_ok=True)
+        return "settled", reason
+    finally:
+        os.close(handle)

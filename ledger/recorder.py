@@ -11,9 +11,12 @@ a failure after the launch only warns. Nothing here ever breaks a user's trainin
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+import errno
 import json
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ledger.config import Settings, load_settings
-from ledger.errors import CaptureRefused
+from ledger.errors import CaptureRefused, UsageError
 from ledger.record import (
     DataChannelPin,
     Gap,
@@ -32,6 +35,7 @@ from ledger.record import (
     RunRecord,
     SourceArchive,
     canonical_json,
+    sha256_hex,
 )
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
@@ -69,13 +73,15 @@ def capture_request(
     workdir: str | os.PathLike | None = None,
     backend: str = "sagemaker",
     inherited: Pins | None = None,
+    region: str | None = None,
 ) -> Capture:
     """Pin everything the request refers to and rewrite the moving references to immutable ones.
 
     `request` is left untouched; `Capture.request` is the one to send. Raises CaptureRefused only in strict mode.
     `inherited` (reproduce) carries the recorded data channels and code: those are what the relaunch reads, so
     they are not pinned again from the present state of the world; the SDK 3.x code channels are, from where the
-    relaunch reads them (reproduce restores them first).
+    relaunch reads them (reproduce restores them first). `region` is the region of the client that
+    sends the request (default: the session's): `ledger sync` asks there about a job whose ARN it never heard.
     """
     from ledger.capture import code, data, environment, hardware, image, secrets
 
@@ -150,6 +156,7 @@ def capture_request(
     if not pins.environment.fingerprint:
         pins.environment = _guard(gaps, "environment", environment.capture_environment, pins.environment)
     created_by = _guard(gaps, "created_by", lambda: environment.capture_caller(session), None)
+    sent_to = {"region": region or _session_region(session)} if backend == "sagemaker" else {}
 
     salt = secrets.new_salt()
     redaction = secrets.build_request_redaction(sent, salt)
@@ -169,6 +176,7 @@ def capture_request(
         pins=pins,
         redacted_keys=redacted_keys,
         **({"redactions": redaction.record_field(salt)} if redaction.values else {}),
+        **sent_to,
     )
     if settings.strict and gaps:
         listed = "; ".join(f"{g.what}: {g.why} (fix: {g.fix})" if g.fix else f"{g.what}: {g.why}" for g in gaps)
@@ -191,6 +199,19 @@ def build_stand_in(request: dict[str, Any], env) -> dict[str, Any]:
         how += f", running the ledger's {algorithm} stand-in (ledger/backends/{ALGORITHM_SCRIPTS[algorithm].name})"
     return {"kind": "python environment", "fingerprint": env.fingerprint, "python": env.python,
             "platform": env.platform, "how": how}
+
+
+def _session_region(session: Any) -> str | None:
+    """The region a client made from `session` (a boto3 Session, a client, or None: the default) talks to."""
+    try:
+        if session is None:
+            import boto3
+
+            session = boto3.Session()
+        meta = getattr(session, "meta", None)
+        return getattr(meta, "region_name", None) or getattr(session, "region_name", None)
+    except Exception:  # noqa: BLE001 - no region known: sync then says it cannot tell where the job went
+        return None
 
 
 def _remote_function_base(request: dict[str, Any]) -> str | None:
@@ -260,6 +281,43 @@ def spool_dir(settings: Settings) -> Path:
     return settings.home / "spool"
 
 
+def fallback_spool_dir() -> Path:
+    """Where records go when LEDGER_HOME cannot be written: $XDG_RUNTIME_DIR (private by its spec), else a
+    per-user folder in the temporary directory, which is only used once it is checked to be this user's."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "ledger-spool"
+    return Path(tempfile.gettempdir()) / f"ledger-spool-{os.getuid()}"
+
+
+def spool_dirs(settings: Settings) -> list[Path]:
+    return [spool_dir(settings), fallback_spool_dir()]
+
+
+def check_private_dir(directory: Path) -> str | None:
+    """Why `directory` cannot hold this user's spool (None when it can): it must be a real directory owned by
+    this user. One that is ours but open to others is closed (0700): another user could read diffs in it."""
+    info = os.lstat(directory)
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a directory"
+    if info.st_uid != os.getuid():
+        return f"it is owned by uid {info.st_uid}, not this user (uid {os.getuid()})"
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+    return None
+
+
+def _private_dir(directory: Path) -> Path:
+    """Make (0700) or check a spool directory; OSError saying why when it is not this user's."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    why = check_private_dir(directory)
+    if why:
+        raise OSError(f"{directory} is not a private folder: {why}")
+    return directory
+
+
 def save_launch(capture: Capture, settings: Settings | None = None, *, announce: bool = True) -> RunRecord:
     """Append the launch entry. When the database cannot be written, the record goes to a spool file with a gap
     saying so, and `ledger sync` appends it later: the job is never held up by the ledger."""
@@ -283,34 +341,201 @@ def save_launch(capture: Capture, settings: Settings | None = None, *, announce:
     return saved
 
 
+def build_spool_body(record: RunRecord, blobs: dict[str, bytes], outcome: Outcome | None = None) -> str:
+    """Pure: a spool file's text: the record, the blobs it points at, and its outcome once the job ended."""
+    body = {"record": record.to_dict(), "blobs": {k: base64.b64encode(v).decode() for k, v in blobs.items()}}
+    if outcome is not None:
+        body["outcome"] = outcome.model_dump(mode="json")
+    return canonical_json(body)
+
+
 def _spool(capture: Capture, settings: Settings) -> Path:
-    body = canonical_json({"record": capture.record.to_dict(),
-                           "blobs": {k: base64.b64encode(v).decode() for k, v in capture.blobs.items()}})
-    for directory in (spool_dir(settings), Path(tempfile.gettempdir()) / f"ledger-spool-{os.getuid()}"):
+    return _write_spool(capture.record.run_id, build_spool_body(capture.record, capture.blobs), settings)
+
+
+def _write_spool(run_id: str, body: str, settings: Settings) -> Path:
+    """Write a spool file whole or not at all (temporary file, fsync, rename), in the first private folder that
+    takes it: a full disk or a killed process leaves a hidden temporary file, never a damaged record."""
+    problems = []
+    for directory in spool_dirs(settings):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{capture.record.run_id}.json"
-            path.write_text(body, encoding="utf-8")
+            path = _private_dir(directory) / f"{run_id}.json"
+            _write_atomically(path, body.encode("utf-8"))
             return path
-        except OSError:
+        except OSError as error:
+            problems.append(f"{directory}: {error}")
+    raise OSError("no private, writable spool folder: " + "; ".join(problems))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash
+    finally:
+        os.close(folder)
+
+
+def save_spooled_outcome(record: RunRecord, outcome: Outcome, settings: Settings) -> Path | None:
+    """The outcome of a run whose launch was spooled goes into its spool file, so `ledger sync` records both; a
+    run the ledger has (the database went away during the job) gets a spool file of its own. None when the
+    launch's spool file is gone: `ledger sync` imported it meanwhile."""
+    for directory in spool_dirs(settings):
+        path = directory / f"{record.run_id}.json"
+        try:
+            spooled = parse_spool_file(_read_spool_file(path))
+        except (OSError, SpoolDamaged, SpoolRefused):
             continue
-    raise OSError("no writable spool directory")
+        blobs = {sha256_hex(blob): blob for blob in spooled[1]}
+        written = _write_spool(record.run_id, build_spool_body(spooled[0], blobs, outcome), settings)
+        if written != path:
+            path.unlink(missing_ok=True)
+        return written
+    if record.chain is None:
+        return None
+    return _write_spool(record.run_id, build_spool_body(record, {}, outcome), settings)
 
 
-def import_spool(book, settings: Settings) -> list[str]:
-    """Append every spooled record not yet in the ledger; remove each spool file once its record is safe."""
-    imported = []
-    for directory in (spool_dir(settings), Path(tempfile.gettempdir()) / f"ledger-spool-{os.getuid()}"):
-        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-            spooled = json.loads(path.read_text(encoding="utf-8"))
-            record = RunRecord.from_dict(spooled["record"])
-            for blob in spooled.get("blobs", {}).values():
-                book.put_blob(base64.b64decode(blob))
-            if not book.has_run(record.run_id):
+@dataclass
+class SpoolImport:
+    imported: list[str] = field(default_factory=list)  # run ids appended
+    damaged: list[str] = field(default_factory=list)  # files set aside (renamed *.damaged)
+    refused: list[str] = field(default_factory=list)  # files and folders that are not this user's
+
+
+def import_spool_files(book, settings: Settings) -> SpoolImport:
+    """Append every spooled record not yet in the ledger, and remove each spool file once its record is safe.
+
+    A file that cannot be read as a record is set aside (renamed *.damaged) with a one-line message, and the
+    others go on. A file or folder that is not this user's is refused, also with a message: another local user
+    must not be able to plant a record. A database error stops the import and keeps every file.
+    """
+    result = SpoolImport()
+    for directory in spool_dirs(settings):
+        if not os.path.lexists(directory):
+            continue
+        why = check_private_dir(directory)
+        if why:
+            _say(f"ledger: refused the spool folder {directory}: {why}; nothing in it was imported")
+            result.refused.append(str(directory))
+            continue
+        paths = sorted(directory.glob("*.json"))
+        for start in range(0, len(paths), SPOOL_BATCH):
+            good = [(path, spooled) for path in paths[start:start + SPOOL_BATCH]
+                    if (spooled := _read_or_set_aside(path, result)) is not None]
+            _import_batch(book, good, result)
+    return result
+
+
+SPOOL_BATCH = 500  # records appended in one transaction
+
+
+def _read_or_set_aside(path: Path, result: SpoolImport) -> tuple[RunRecord, list[bytes], Outcome | None] | None:
+    try:
+        return parse_spool_file(_read_spool_file(path))
+    except SpoolRefused as error:
+        aside = _set_aside(path, "refused")
+        _say(f"ledger: refused the spool file {path}: {error}; moved to {aside.name}, not imported")
+        result.refused.append(str(path))
+    except SpoolDamaged as error:
+        aside = _set_aside(path, "damaged")
+        _say(f"ledger: the spool file {path} is damaged ({error}); set aside as {aside.name}")
+        result.damaged.append(str(path))
+    return None
+
+
+def _import_batch(book, good: list[tuple[Path, tuple[RunRecord, list[bytes], Outcome | None]]],
+                  result: SpoolImport) -> None:
+    """Blobs, then the new records in one transaction, then outcomes; each file removed once all of it is in."""
+    for _, (_, blobs, _) in good:
+        for blob in blobs:
+            book.put_blob(blob)
+    new = list({record.run_id: record for _, (record, _, _) in good if not book.has_run(record.run_id)}.values())
+    try:
+        if new:
+            book.append_many(new)
+        appended = {record.run_id for record in new}
+    except UsageError:  # another `ledger sync` appended some of them first: one at a time
+        appended = set()
+        for record in new:
+            with contextlib.suppress(UsageError):
                 book.append(record)
-                imported.append(record.run_id)
-            path.unlink()
-    return imported
+                appended.add(record.run_id)
+    result.imported += [record.run_id for record in new if record.run_id in appended]
+    for path, (record, _, outcome) in good:
+        status = record.outcome.status if record.run_id in appended else book.get(record.run_id).outcome.status
+        if outcome is not None and status not in TERMINAL_STATUSES:
+            book.record_outcome(record.run_id, outcome)
+        path.unlink()
+
+
+class SpoolDamaged(ValueError):
+    """A spool file that is not a whole record."""
+
+
+class SpoolRefused(ValueError):
+    """A spool file that is not this user's."""
+
+
+def _read_spool_file(path: Path) -> Any:
+    """The parsed JSON of a spool file this user owns and nobody else could have written; else SpoolRefused or
+    SpoolDamaged. Opened without following links, and checked on the open file, so it cannot be swapped."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SpoolRefused("it is a symbolic link") from None
+        raise
+    with os.fdopen(handle, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SpoolRefused("it is not a regular file")
+        if info.st_uid != os.getuid():
+            raise SpoolRefused(f"it is owned by uid {info.st_uid}, not this user (uid {os.getuid()})")
+        if info.st_mode & 0o022:
+            raise SpoolRefused(f"other users may write to it (mode {stat.S_IMODE(info.st_mode):o})")
+        data = file.read()
+    if not data:
+        raise SpoolDamaged("it is empty")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise SpoolDamaged(f"not JSON: {error}") from None
+
+
+def parse_spool_file(spooled: Any) -> tuple[RunRecord, list[bytes], Outcome | None]:
+    """Pure: (record, blobs, outcome) of a spool file's JSON; SpoolDamaged when it is not a whole record."""
+    from pydantic import ValidationError
+
+    if not isinstance(spooled, dict) or not isinstance(spooled.get("record"), dict):
+        raise SpoolDamaged("it holds no record")
+    try:
+        record = RunRecord.from_dict(spooled["record"])
+        blobs = [base64.b64decode(blob, validate=True) for blob in (spooled.get("blobs") or {}).values()]
+        outcome = Outcome.model_validate(spooled["outcome"]) if spooled.get("outcome") else None
+    except (ValidationError, ValueError, TypeError, AttributeError) as error:
+        raise SpoolDamaged(f"not a valid record: {str(error).splitlines()[0]}") from None
+    return record, blobs, outcome
+
+
+def _set_aside(path: Path, why: str) -> Path:
+    aside = path.with_name(f"{path.name}.{why}")
+    number = 1
+    while os.path.lexists(aside):
+        number += 1
+        aside = path.with_name(f"{path.name}.{why}.{number}")
+    os.rename(path, aside)
+    return aside
 
 
 def build_capture_line(record: RunRecord) -> str:
@@ -408,51 +633,162 @@ class SyncReport:
     imported: list[str] = field(default_factory=list)  # spooled records appended
     settled: list[str] = field(default_factory=list)  # runs whose final outcome was recorded
     in_flight: list[str] = field(default_factory=list)  # runs still running
-    unreachable: list[str] = field(default_factory=list)  # runs SageMaker could not be asked about
+    unreachable: list[str] = field(default_factory=list)  # runs whose backend could not be asked (see reasons)
     mirrored: list[str] = field(default_factory=list)  # runs pushed from the MLflow outbox
     mirror_pending: int = 0  # runs still in the MLflow outbox afterwards
     mirror_error: str | None = None  # why the MLflow outbox could not be pushed (it is kept for next time)
+    damaged: list[str] = field(default_factory=list)  # spool files set aside as *.damaged
+    refused: list[str] = field(default_factory=list)  # spool files and folders that are not this user's
+    reasons: dict[str, str] = field(default_factory=dict)  # run id -> why it is unreachable, or why it Failed
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
 
 
 def sync_runs(book, settings: Settings | None = None, session: Any = None) -> SyncReport:
-    """Append spooled records, then ask SageMaker, by job name, about every run not yet finished."""
+    """Append spooled records, then settle every run not yet finished by asking its backend: SageMaker, in the
+    region and account the job was sent to; the local backend, through its launcher's lock. Each run is settled
+    on its own (one that fails is reported, the others go on), and a run is marked Failed only on its backend's
+    word."""
+    settings = settings or load_settings()
+    spooled = import_spool_files(book, settings)
+    report = SyncReport(imported=spooled.imported, damaged=spooled.damaged, refused=spooled.refused)
+    frame = book.runs()
+    if frame.empty:
+        return _push_mirror(book, report)
+    open_runs = frame[~frame["status"].isin(TERMINAL_STATUSES) & frame["backend"].isin(("sagemaker", "local"))]
+    sagemaker = _SageMakerAsker(session)
+    for run_id, backend in zip(open_runs["run_id"], open_runs["backend"]):
+        try:
+            if backend == "sagemaker":
+                _sync_sagemaker_run(book, run_id, sagemaker, session, report)
+            else:
+                _sync_local_run(book, run_id, settings, report)
+        except Exception as error:  # noqa: BLE001 - one run's failure must not keep the others unsettled
+            report.unreachable.append(run_id)
+            report.reasons[run_id] = f"could not be settled: {type(error).__name__}: {error}"
+    return _push_mirror(book, report)
+
+
+def plan_job_location(record: RunRecord) -> tuple[str | None, str | None]:
+    """Pure: (region, account) a SageMaker run's job was sent to: those of its ARN; without one, the region
+    recorded at capture and the account of the caller who captured it (None where the record does not say)."""
+    if record.outcome.arn:
+        parts = record.outcome.arn.split(":", 5)
+        if len(parts) == 6 and parts[0] == "arn":
+            return parts[3] or None, parts[4] or None
+    parts = (record.created_by or "").split(":", 5)
+    account = parts[4] if len(parts) == 6 and parts[0] == "arn" and parts[4] else None
+    return record.model_extra.get("region"), account
+
+
+class _SageMakerAsker:
+    """SageMaker clients by region, and the account these credentials belong to, each made once a sync."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.clients: dict[str | None, Any] = {}
+        self._account: tuple[str | None, str | None] | None = None
+
+    def client(self, region: str | None) -> Any:
+        from ledger.capture import client_for
+
+        if region not in self.clients:
+            self.clients[region] = client_for(self.session, "sagemaker", region_name=region)
+        return self.clients[region]
+
+    def account(self) -> tuple[str | None, str | None]:
+        """(account, None), or (None, why STS did not say)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from ledger.capture import client_for
+
+        if self._account is None:
+            try:
+                self._account = (client_for(self.session, "sts").get_caller_identity()["Account"], None)
+            except (BotoCoreError, ClientError, KeyError) as error:
+                self._account = (None, f"{type(error).__name__}: {error}")
+        return self._account
+
+
+def _says_not_found(error: Exception) -> bool:
+    from ledger.capture import aws_error_code
+
+    message = str((getattr(error, "response", None) or {}).get("Error", {}).get("Message", "")).lower()
+    return aws_error_code(error) in ("ValidationException", "ResourceNotFound") and any(
+        words in message for words in ("not found", "could not find", "does not exist"))
+
+
+def _sync_sagemaker_run(book, run_id: str, asker: _SageMakerAsker, session: Any, report: SyncReport) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ledger.capture import aws_error_code, client_for
+    from ledger.capture import aws_error_code
 
-    settings = settings or load_settings()
-    report = SyncReport(imported=import_spool(book, settings))
-    frame = book.runs(where="backend = 'sagemaker'")
-    open_runs = frame[~frame["status"].isin(TERMINAL_STATUSES)] if not frame.empty else frame
-    if open_runs.empty:
-        return _push_mirror(book, report)
-    sagemaker = client_for(session, "sagemaker")
-    for run_id, job_name in zip(open_runs["run_id"], open_runs["job_name"]):
-        try:
-            description = sagemaker.describe_training_job(TrainingJobName=job_name)
-        except ClientError as error:
-            if aws_error_code(error) in ("ValidationException", "ResourceNotFound"):
-                # The process died before the request reached SageMaker: there is no job of that name.
-                book.record_outcome(run_id, Outcome(status="Failed", failure_reason=(
-                    f"no training job {job_name} exists: the request never reached SageMaker")))
-                report.settled.append(run_id)
-            else:
-                report.unreachable.append(run_id)
-            continue
-        except BotoCoreError:
-            report.unreachable.append(run_id)
-            continue
-        if description.get("TrainingJobStatus") in TERMINAL_STATUSES:
-            settle(book, run_id, description, session)
+    record = book.get(run_id)
+    region, account = plan_job_location(record)
+    mine, why_not = asker.account()
+    if account and mine and account != mine:
+        report.unreachable.append(run_id)
+        report.reasons[run_id] = (f"its job is in account {account}; these credentials are of account {mine}: run "
+                                  "`ledger sync` with credentials of that account")
+        return
+    client = asker.client(region)
+    asked = client.meta.region_name if hasattr(client, "meta") else region
+    try:
+        description = client.describe_training_job(TrainingJobName=record.job_name)
+    except ClientError as error:
+        said = f"{aws_error_code(error)}: {(error.response.get('Error') or {}).get('Message', '')}".strip()
+        doubt = _why_not_proof(record, region, account, mine, why_not) if _says_not_found(error) else said
+        if doubt is None:
+            book.record_outcome(run_id, Outcome(status="Failed", failure_reason=(
+                f"no training job {record.job_name} exists in {region} (account {account}), where it was sent: the "
+                f"request never reached SageMaker (DescribeTrainingJob: {said})")))
             report.settled.append(run_id)
-        else:
-            if book.get(run_id).outcome.arn is None:
-                book.record_outcome(run_id, build_outcome(description))
-            report.in_flight.append(run_id)
-    return _push_mirror(book, report)
+            return
+        report.unreachable.append(run_id)
+        report.reasons[run_id] = (f"DescribeTrainingJob in {asked}: {said}" if doubt == said else
+                                  f"DescribeTrainingJob in {asked} found no job {record.job_name}, but {doubt}: "
+                                  "not marked Failed")
+        return
+    except BotoCoreError as error:
+        report.unreachable.append(run_id)
+        report.reasons[run_id] = f"DescribeTrainingJob in {asked}: {type(error).__name__}: {error}"
+        return
+    if description.get("TrainingJobStatus") in TERMINAL_STATUSES:
+        settle(book, run_id, description, session)
+        report.settled.append(run_id)
+    else:
+        if record.outcome.arn is None:
+            book.record_outcome(run_id, build_outcome(description))
+        report.in_flight.append(run_id)
+
+
+def _why_not_proof(record: RunRecord, region: str | None, account: str | None, mine: str | None,
+                   why_not: str | None) -> str | None:
+    """Pure: why "no such job" from SageMaker does not prove the request never reached it (None: it does)."""
+    if record.outcome.arn:
+        return f"SageMaker had created it ({record.outcome.arn})"
+    if not region:
+        return "the record does not say which region it was sent to"
+    if not account:
+        return "the record does not say which account sent it"
+    if mine != account:
+        return f"the account of these credentials could not be checked ({why_not})"
+    return None
+
+
+def _sync_local_run(book, run_id: str, settings: Settings, report: SyncReport) -> None:
+    from ledger.launch import settle_lost_launch
+
+    state, why = settle_lost_launch(book, settings, run_id)
+    if state == "running":
+        report.in_flight.append(run_id)
+    elif state == "settled":
+        report.settled.append(run_id)
+        report.reasons[run_id] = why
+    elif state == "unknown":
+        report.unreachable.append(run_id)
+        report.reasons[run_id] = why
 
 
 def _push_mirror(book, report: SyncReport) -> SyncReport:
