@@ -54,7 +54,7 @@ _STATE = _State()
 def _on_create(params: dict, context: dict | None = None, **_: Any) -> None:
     """Capture and pin, then rewrite `params` in place: botocore validates and sends what we leave here."""
     options = _STATE.options
-    if options is None or getattr(_STATE.local, "skip", False):
+    if options is None or getattr(_STATE.local, "skip", False) or _seen(context, "ledger_captured"):
         return
     from ledger.errors import CaptureRefused
     from ledger.recorder import _say, capture_request, save_launch
@@ -77,11 +77,22 @@ def _on_create(params: dict, context: dict | None = None, **_: Any) -> None:
         context["ledger_run_id"] = record.run_id
 
 
+def _seen(context: dict | None, mark: str) -> bool:
+    """Whether this API call's handler ran already, marking it so. A client can hold our handler twice (once from
+    BUILTIN_HANDLERS, once registered again by a later autolog() on a session made while it was on); botocore
+    gives every handler of one call the same context dict, so the second does nothing."""
+    if context is None:
+        return False
+    seen = bool(context.get(mark))
+    context[mark] = True
+    return seen
+
+
 def _on_created(parsed: dict, context: dict | None = None, **_: Any) -> None:
     """The job exists: record its ARN (after the launch, failures only warn)."""
     run_id = (context or {}).get("ledger_run_id")
     arn = (parsed or {}).get("TrainingJobArn")
-    if not run_id or not arn:
+    if not run_id or not arn or _seen(context, "ledger_arn_recorded"):
         return
     _after_launch(lambda book: book.record_outcome(run_id, {"status": "InProgress", "arn": arn}))
 

@@ -192,6 +192,35 @@ def test_boto3_create_training_job_is_captured(aws, ledger_home, notebook_dir):
     assert any(g.what.startswith("image") for g in record.pins.gaps)
 
 
+def test_autolog_called_again_after_a_session_was_made_records_a_job_once(aws, ledger_home, notebook_dir,
+                                                                           monkeypatch):
+    """A notebook cell with autolog() run twice: the default session made in between holds the handler from
+    botocore's built-ins and again from the second autolog(); the job is recorded once, its ARN once."""
+    make_data_bucket()
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    ledger.autolog(project="twice")
+    try:
+        boto3.setup_default_session()  # made while autolog is on: it copies the built-in handlers
+        ledger.autolog(project="twice")  # registers on boto3.DEFAULT_SESSION as well
+        boto3.client("sagemaker").create_training_job(
+            TrainingJobName="twice-job",
+            AlgorithmSpecification={"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": "File"},
+            RoleArn=ROLE, HyperParameters={"num_round": "5"},
+            InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": "s3://abalone-data/abalone/train/"}}}],
+            OutputDataConfig={"S3OutputPath": "s3://abalone-data/output"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": 3600},
+        )
+    finally:
+        ledger.autolog(disable=True)
+    book = ledger.open_ledger()
+    record = only_record()
+    assert record.job_name == "twice-job"
+    kinds = [entry.kind for entry in book.entries(record.run_id)]
+    assert kinds == ["run.launched", "run.finished"], kinds
+
+
 # --- data that moves ---------------------------------------------------------------------------------------------
 
 
