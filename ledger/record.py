@@ -303,8 +303,13 @@ def launch_payload(record: RunRecord) -> dict[str, Any]:
 BLOB_REFERENCES: tuple[tuple[str, tuple[str, ...]], ...] = (("git diff", ("pins", "code", "diff_sha256")),)
 
 
+# Text that a body naming a blob holds: a body without any is not parsed (verify runs at hashing speed).
+BLOB_MARKS: tuple[bytes, ...] = tuple(f'"{path[-1]}":"'.encode() for _, path in BLOB_REFERENCES) + (b'"kept":true',)
+
+
 def plan_blob_refs(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """Pure: (what, sha256) of each blob a run.launched payload names."""
+    """Pure: (what, sha256) of each blob a run.launched payload names: the git diff, and each file of an SDK 3.x
+    code channel whose bytes the ledger kept."""
     refs = []
     for what, path in BLOB_REFERENCES:
         value: Any = payload
@@ -312,6 +317,11 @@ def plan_blob_refs(payload: dict[str, Any]) -> list[tuple[str, str]]:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, str) and value:
             refs.append((what, value))
+    code = (payload.get("pins") or {}).get("code") or {}
+    for name, channel in sorted((code.get("code_channels") or {}).items()):
+        if isinstance(channel, dict) and channel.get("kept") is True:
+            refs += [(f"code channel {name} file {o.get('key')}", o["sha256"]) for o in channel.get("objects") or []
+                     if isinstance(o, dict) and o.get("sha256")]
     return refs
 
 

@@ -50,3 +50,22 @@ def test_a_missing_diff_blob_is_tampering(db_url):
     problem = report.first_bad
     assert (problem["seq"], problem["run_id"]) == (saved.chain.seq, saved.run_id) != (other.chain.seq, other.run_id)
     assert "missing" in problem["problem"]
+
+
+def test_a_changed_kept_code_file_is_tampering(db_url):
+    """SDK 3.x code kept as blobs (an unversioned `code` channel) is inside the proof too: each kept file's
+    sha256 is in the chained body, and verify hashes the blob again."""
+    book = open_ledger()
+    script = b"print('train')\n"
+    digest = book.put_blob(script)
+    channel = {"uri": "s3://bucket/job/code/", "object_count": 1, "total_bytes": len(script), "kept": True,
+               "objects": [{"key": "train.py", "version_id": None, "etag": "e", "size": len(script),
+                            "sha256": digest}]}
+    saved = book.append(RunRecord(job_name="sdk3-job", pins=Pins(code=CodePin(code_channels={"code": channel}))))
+    assert book.verify().ok
+    with book.engine.begin() as conn:
+        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :h"),
+                     {"d": b"print('changed')\n", "h": digest})
+    report = book.verify(check_projections=False)
+    assert not report.ok and report.first_bad["run_id"] == saved.run_id
+    assert "code channel code file train.py" in report.first_bad["problem"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
-from ledger.record import BLOB_REFERENCES, ZERO_HASH, RunRecord, fold_entries, plan_blob_refs, utc_now
+from ledger.record import BLOB_MARKS, ZERO_HASH, RunRecord, fold_entries, plan_blob_refs, utc_now
 from ledger.store.projection import build_projection
 
 MAX_PROBLEMS = 20  # a broken log is named by its first problems, not listed whole
@@ -39,7 +39,7 @@ class Segment:
 
 
 # A body that names a blob holds one of these; only such bodies are parsed, so verify stays at hashing speed.
-_BLOB_MARKS = tuple(f'"{path[-1]}":"'.encode() for _, path in BLOB_REFERENCES)
+_BLOB_MARKS = BLOB_MARKS
 
 
 def check_segment(entries: Iterable[tuple], expected_seq: int = 1, prev: str | None = ZERO_HASH) -> Segment:
