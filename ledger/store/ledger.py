@@ -246,11 +246,14 @@ class Ledger:
             raise _read_only_error(self.where, "read-only file or directory")
         if self.engine.dialect.name == "postgresql":
             with self._reading() as conn:
+                # A new database has no entries table yet: then the question is whether this role may make it.
                 read_only, may_insert = conn.execute(text(
-                    "SELECT current_setting('transaction_read_only'), has_table_privilege('entries', 'INSERT')")).one()
+                    "SELECT current_setting('transaction_read_only'), CASE WHEN to_regclass('entries') IS NULL "
+                    "THEN has_schema_privilege(current_schema(), 'CREATE') "
+                    "ELSE has_table_privilege('entries', 'INSERT') END")).one()
             if read_only == "on" or not may_insert:
                 raise _read_only_error(self.where, "read-only transactions" if read_only == "on"
-                                       else "no INSERT privilege on entries")
+                                       else "no INSERT privilege on entries, or no CREATE for a new database")
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
