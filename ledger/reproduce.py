@@ -162,6 +162,11 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
         add(PinCheck(f"secret {key}", REDACTED, "supplied" if supplied else "not supplied",
                      "put back before launch" if supplied else f"give --secret {name}=VALUE or set ${name}",
                      "ok" if supplied else "missing"))
+    put_back = set(getattr(record, "redacted_keys", None) or record.model_extra.get("redacted_keys", []))
+    redactions = (record.model_extra.get("redactions") or {}).get("values") or []
+    for path in sorted({v.get("path") for v in redactions if v.get("path")} - put_back):  # Tags, arguments
+        add(PinCheck(f"secret {path}", REDACTED, "cannot be put back", "the relaunch would send the placeholder "
+                     "there", "missing"))
     return plan
 
 
@@ -516,7 +521,7 @@ def build_relaunch(record: RunRecord, job_name: str, secrets: dict[str, str],
     request["TrainingJobName"] = job_name
     for key in record.model_extra.get("redacted_keys", []):
         section, name = key.split(".", 1)
-        if request.get(section, {}).get(name) == REDACTED and name in secrets:
+        if REDACTED in str(request.get(section, {}).get(name)) and name in secrets:  # whole, or a secret inside
             request[section][name] = secrets[name]
     for channel in request.get("InputDataConfig") or []:
         uri = (channel_uris or {}).get(channel.get("ChannelName"))

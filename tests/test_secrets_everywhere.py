@@ -293,3 +293,28 @@ def test_a_dirty_tree_with_a_secret_in_its_diff_is_unchanged_to_the_preflight(tm
     assert seen["commit_reachable"] and seen["tree_changed"] is False, seen
     (repo / "train.py").write_text("print('train')\ndb_password = 'another-secret-value-here'\nx = 1\n")
     assert _observe_code(pin)["tree_changed"] is True
+
+
+def test_a_secret_the_relaunch_cannot_put_back_stops_the_plan_and_one_inside_a_value_is_put_back():
+    """A secret redacted in a tag or a container argument has nowhere to come back from: the preflight says so
+    (missing: the plan stops unless --allow-drift) instead of relaunching with the placeholder unseen. A secret
+    inside a hyperparameter's value (a URL's password) is put back whole from --secret."""
+    from ledger.record import REDACTED, RunRecord
+    from ledger.reproduce import build_relaunch, plan_reproduction
+
+    url = f"postgresql://ana:{REDACTED}@db/features"
+    record = RunRecord(job_name="job", backend="local",
+                       request={"TrainingJobName": "job", "HyperParameters": {"db_url": url},
+                                "Tags": [{"Key": "deploy", "Value": REDACTED}]},
+                       redacted_keys=["HyperParameters.db_url"],
+                       redactions={"salt": None, "kdf": None, "values": [
+                           {"path": "HyperParameters.db_url", "found_by": "url", "digest": None},
+                           {"path": "Tags[deploy]", "found_by": "GitHubTokenDetector", "digest": None}]})
+    secret_url = "postgresql://ana:s3cr3t-pw@db/features"
+    plan = plan_reproduction(record, {}, "local", {"db_url": secret_url})
+    rows = {check.pin: check for check in plan.checks if check.pin.startswith("secret ")}
+    assert rows["secret HyperParameters.db_url"].status == "ok"
+    assert rows["secret Tags[deploy]"].status == "missing" and not plan.ok
+    assert "placeholder" in rows["secret Tags[deploy]"].action
+    relaunch = build_relaunch(record, "job-r1", {"db_url": secret_url})
+    assert relaunch["HyperParameters"]["db_url"] == secret_url
