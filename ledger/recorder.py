@@ -598,7 +598,7 @@ def capture_model_artifact(uri: str, session: Any = None) -> ModelArtifact:
     """The model archive by version id, sha256 and the digest of its contents. A missing archive is not an error:
     the artifact keeps its URI and nothing else."""
     from ledger.capture import client_for
-    from ledger.capture.data import parse_s3_uri
+    from ledger.capture.data import build_version_id, parse_s3_uri
     from ledger.content_store import sha256_file, tree_sha256
 
     try:
@@ -610,8 +610,7 @@ def capture_model_artifact(uri: str, session: Any = None) -> ModelArtifact:
             with open(path, "wb") as handle:
                 for chunk in iter(lambda: response["Body"].read(1 << 20), b""):
                     handle.write(chunk)
-            version = response.get("VersionId")
-            return ModelArtifact(uri=uri, version_id=None if version in (None, "null") else version,
+            return ModelArtifact(uri=uri, version_id=build_version_id(response.get("VersionId")),
                                  sha256=sha256_file(path), tree_sha256=tree_sha256(path))
     except Exception:  # noqa: BLE001 - an artifact we cannot read is recorded by URI only
         return ModelArtifact(uri=uri)

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ledger.capture.data import build_version_id
 from ledger.errors import LedgerError, PlanFailed, UsageError
 from ledger.record import REDACTED, Outcome, RunRecord, Verdict
 
@@ -286,8 +287,6 @@ def _failure(error: Exception) -> str:
     return f"{aws_error_code(error)}: {error}"[:200]
 
 
-def _version(version_id: str | None) -> str | None:
-    return None if version_id in (None, "null") else version_id  # "null": written without versioning
 
 
 def _observe_channel(pin, session) -> dict[str, Any]:
@@ -321,7 +320,7 @@ def _observe_channel(pin, session) -> dict[str, Any]:
         latest: dict[str, dict | None] = {}
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
             for v in page.get("Versions", []):
-                version_id = _version(v.get("VersionId"))
+                version_id = build_version_id(v.get("VersionId"))
                 versions.setdefault(v["Key"], set()).add(version_id)
                 if v.get("IsLatest"):
                     latest[v["Key"]] = {"version_id": version_id, "etag": (v.get("ETag") or "").strip('"'),
@@ -436,7 +435,7 @@ def _observe_archive(archive, session) -> dict[str, Any]:
                 return {"exists": False}
             raise
         try:
-            latest = _version(s3.head_object(Bucket=bucket, Key=key).get("VersionId"))
+            latest = build_version_id(s3.head_object(Bucket=bucket, Key=key).get("VersionId"))
         except ClientError as error:
             if aws_error_code(error) not in gone:
                 raise
@@ -911,7 +910,7 @@ def _restore_source_archive(plan: Plan, inherited, session) -> str | None:
                           "check s3:GetObjectVersion and s3:PutObject permissions") from None
     uri = build_s3_uri(bucket, target)
     inherited.code.source_archive = archive.model_copy(update={
-        "uri": uri, "version_id": _version(copied.get("VersionId")),
+        "uri": uri, "version_id": build_version_id(copied.get("VersionId")),
         "copied_from": {"uri": archive.uri, "version_id": archive.version_id}})
     return uri
 

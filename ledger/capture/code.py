@@ -273,9 +273,10 @@ def capture_source_archive(request: dict[str, Any], session=None) -> tuple[Sourc
     except BotoCoreError as error:
         gap = Gap(what=what, why=f"S3 could not be reached: {error}", fix="check the network")
         return SourceArchive(uri=uri), [gap]
-    version_id = response.get("VersionId")
-    version_id = None if version_id in (None, "null") else version_id
-    return SourceArchive(uri=uri, version_id=version_id, sha256=sha, tree_sha256=tree), []
+    from ledger.capture.data import build_version_id
+
+    return SourceArchive(uri=uri, version_id=build_version_id(response.get("VersionId")), sha256=sha,
+                         tree_sha256=tree), []
 
 
 def plan_unpinned_requirements(text: str) -> list[str]:

@@ -156,11 +156,15 @@ def plan_snapshot_uri(pin: DataChannelPin, snapshot_prefix_uri: str | None = Non
 # --- S3 ---------------------------------------------------------------------------------------------------------
 
 
+def build_version_id(version_id: str | None) -> str | None:
+    """Pure: an S3 version id as the ledger records it; S3's "null" (written without versioning) is none."""
+    return None if version_id in (None, "null") else version_id
+
+
 def _object_from_listing(entry: dict[str, Any]) -> DataObject:
-    version_id = entry.get("VersionId")
     return DataObject(
         key=entry["Key"],
-        version_id=None if version_id in (None, "null") else version_id,  # "null": written without versioning
+        version_id=build_version_id(entry.get("VersionId")),
         etag=(entry.get("ETag") or "").strip('"') or None,
         size=entry.get("Size"),
     )
@@ -274,7 +278,7 @@ def _get_manifest_object(s3, bucket: str, key: str) -> tuple[DataObject, bytes]:
     body = response["Body"].read()
     obj = DataObject(
         key=key,
-        version_id=None if response.get("VersionId") in (None, "null") else response["VersionId"],
+        version_id=build_version_id(response.get("VersionId")),
         etag=(response.get("ETag") or "").strip('"') or None,
         size=len(body),
     )

@@ -164,8 +164,27 @@ def _make_engine(settings: Settings) -> Engine:
     return create_engine(url, connect_args={"connect_timeout": 10}, pool_pre_ping=True)
 
 
+def _error_detail(err: Exception) -> str:
+    """The first line of what the database said (the driver's error inside SQLAlchemy's), else the error's type."""
+    said = str(getattr(err, "orig", err)).strip()
+    return said.splitlines()[0] if said else type(err).__name__
+
+
+@contextmanager
+def _explained_errors(where: str) -> Iterator[None]:
+    """A damaged SQLite file or a failed connection as one line (DatabaseDamaged, StoreError); others as raised."""
+    try:
+        yield
+    except exc.OperationalError as err:
+        raise _explain_damage(err, where) or _explain_connection_error(err, where) from None
+    except (exc.DatabaseError, sqlite3.DatabaseError) as err:  # iter_entries reads SQLite's own cursor
+        if damage := _explain_damage(err, where):
+            raise damage from None
+        raise
+
+
 def _explain_connection_error(err: Exception, where: str) -> StoreError:
-    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = _error_detail(err)
     if "locked" in detail:
         return StoreError(f"the database {where} is locked by another process ({detail})", "retry when it finishes")
     return StoreError(
@@ -179,7 +198,7 @@ _DAMAGE_SIGNS = ("file is not a database", "database disk image is malformed", "
 
 def _explain_damage(err: Exception, where: str) -> DatabaseDamaged | None:
     """DatabaseDamaged when SQLite says its file is no database or has malformed pages; else None."""
-    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else ""
+    detail = _error_detail(err)
     if not any(sign in detail for sign in _DAMAGE_SIGNS):
         return None
     path = _sqlite_path(where) if where.startswith("sqlite") else None
@@ -189,7 +208,7 @@ def _explain_damage(err: Exception, where: str) -> DatabaseDamaged | None:
 
 def _explain_write_error(err: Exception, where: str, opened: bool) -> StoreError:
     """What a write failed on: a damaged file, the connection (before the transaction began), or the write."""
-    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = _error_detail(err)
     if damage := _explain_damage(err, where):
         return damage
     if not opened or "locked" in detail:
@@ -224,15 +243,8 @@ class Ledger:
 
     @contextmanager
     def _reading(self) -> Iterator[Any]:
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except exc.OperationalError as err:
-            raise _explain_damage(err, self.where) or _explain_connection_error(err, self.where) from None
-        except (exc.DatabaseError, sqlite3.DatabaseError) as err:  # iter_entries reads SQLite's own cursor
-            if damage := _explain_damage(err, self.where):
-                raise damage from None
-            raise
+        with _explained_errors(self.where), self.engine.connect() as conn:
+            yield conn
 
     @property
     def read_only(self) -> bool:
@@ -549,17 +561,11 @@ def open_ledger(db_url: str | None = None, *, check_schema: bool = True, setting
     ledger = Ledger(engine, settings)
     mlflow_sink.attach_mirror(ledger)  # the MLflow outbox: a listener on every append
     if check_schema:
-        try:
+        with _explained_errors(ledger.where):
             if ledger.read_only:  # nothing may be created or migrated on read-only media
                 migrate.require_current(engine, ledger.where)
                 return ledger
             migrate.ensure_current(engine, ledger.where, _lock_path(settings))
-        except exc.OperationalError as err:
-            raise _explain_damage(err, ledger.where) or _explain_connection_error(err, ledger.where) from None
-        except exc.DatabaseError as err:
-            if damage := _explain_damage(err, ledger.where):
-                raise damage from None
-            raise
     return ledger
 
 
@@ -573,14 +579,8 @@ def upgrade_database(db_url: str | None = None) -> tuple[str | None, str, int]:
     settings = load_settings(**({"db_url": db_url} if db_url else {}))
     ledger = open_ledger(settings=settings, check_schema=False)
     ledger.require_writable()
-    try:
+    with _explained_errors(ledger.where):
         before, after = migrate.upgrade(ledger.engine, "head", _lock_path(settings))
-    except exc.OperationalError as err:
-        raise _explain_damage(err, ledger.where) or _explain_connection_error(err, ledger.where) from None
-    except exc.DatabaseError as err:
-        if damage := _explain_damage(err, ledger.where):
-            raise damage from None
-        raise
     runs = ledger.rebuild() if before != after else 0
     return before, after, runs
 
