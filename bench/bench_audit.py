@@ -111,11 +111,13 @@ def main() -> int:
         rows.append((f"HTML report of {report['summary']['runs']} runs, end to end", wall, "< 10 s",
                      "PASS" if wall < 10 else "FAIL"))
         run_ids = audit.select_run_ids(book, project=project)
-        with book._reading() as conn:
-            included = audit._with_related(conn, run_ids)
+        from ledger.store.entries import records_with_entries
+        from ledger.store.query import related_run_ids
+
+        included = related_run_ids(book, run_ids)
         rows.append(("  select runs and their reproductions",
                      timed(lambda: audit.select_run_ids(book, project=project), args.reps)[0], "", ""))
-        fold_time, (records, entries) = timed(lambda: audit.read_runs_with_entries(book, included), args.reps)
+        fold_time, (records, entries) = timed(lambda: records_with_entries(book, included), args.reps)
         rows.append((f"  read {len(entries)} entries and fold them into records", fold_time, "", ""))
         verify_time, verified = timed(book.verify, args.reps)
         rows.append(("  Ledger.verify() (chain and projections)", verify_time, "", ""))

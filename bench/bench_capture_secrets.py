@@ -66,7 +66,7 @@ def main() -> None:
         os.environ["LEDGER_HOME"] = str(Path(tmp) / "home")
         from ledger.capture.secrets import redact_text
         from ledger.config import load_settings
-        from ledger.recorder import capture_request
+        from ledger.run.recorder import capture_request
 
         settings = load_settings(data_pin="off")
         workdir = Path(tmp) / "not-a-repository"

@@ -165,7 +165,7 @@ def bench_runs_page(runs: int, reps: int) -> dict[str, float]:
     say(f"  text search over job names and tags: first (indexes every run's tags from the log) {search_cold:.2f} s, "
         f"later {search_warm:.2f} s")
 
-    book = data.ledger()
+    book = data.open_book()
     seq = book.head()[0]
     loads = [timed(lambda: data.build_runs_data(book, seq))[0] for _ in range(reps)]
     say(f"  of which the data function, build_runs_data (SQL + DataFrame), median of {reps}: "
@@ -258,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.home:
             from ledger.store import browse
 
-            with book._reading() as conn:
-                have = browse.facets(conn).total
+            have = browse.facets(book).total
         say(f"bench_dashboard: {args.runs:,} runs in {home}; python {sys.version.split()[0]}, {os.cpu_count()} cores")
         if have != args.runs:
             if have:

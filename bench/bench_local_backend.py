@@ -22,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ledger.backends.local import ChannelPlan, LocalBackend, S3, stage_channel
-from ledger.content_store import ContentStore
+from ledger.backends.local.backend import LocalBackend
+from ledger.backends.local.contract import ChannelPlan
+from ledger.backends.local.staging import S3, stage_channel
+from ledger.capture.content_store import ContentStore
 
 SCRIPT = """import os
 print("rows:", sum(1 for _ in open(os.path.join(os.environ.get("SM_CHANNEL_TRAIN", "data"), "train.csv"))))

@@ -46,10 +46,12 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     import boto3
 
-    from ledger.backends.local import S3, ChannelPlan, stage_s3_channel
+    from ledger.backends.local.contract import ChannelPlan
+    from ledger.backends.local.staging import S3, stage_s3_channel
     from ledger.capture.data import snapshot_channel
-    from ledger.recorder import capture_request, save_launch
-    from ledger.reproduce import observe_world, plan_reproduction
+    from ledger.run.preflight import observe_world, plan_reproduction
+    from ledger.run.recorder import capture_request, save_launch
+    from ledger.store.ledger import open_ledger
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="bench")
@@ -68,13 +70,15 @@ def main() -> None:
                "OutputDataConfig": {"S3OutputPath": "s3://bench/out"},
                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
                "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
-    record = save_launch(capture_request(request), announce=False)
+    book = open_ledger()
+    record = save_launch(book, capture_request(request), announce=False)
     pin = record.pins.data["train"]
     assert pin.object_count == args.objects and pin.pinned
     s3.put_object(Bucket="bench", Key="train/part-00000.csv", Body=b"overwritten\n")  # one drifted object
 
-    plan_seconds = median_time(lambda: plan_reproduction(record, observe_world(record), "local", {}), args.repeat)
-    plan = plan_reproduction(record, observe_world(record), "local", {})
+    plan_seconds = median_time(lambda: plan_reproduction(record, observe_world(book, record), "local", {}),
+                               args.repeat)
+    plan = plan_reproduction(record, observe_world(book, record), "local", {})
     assert "data train" in [c.pin for c in plan.drifted], plan.drifted  # (the image is unpinned here too)
 
     def stage():

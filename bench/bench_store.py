@@ -523,8 +523,7 @@ def build_verify_db(url: str, path: Path, entries: int) -> int:
 
     from ledger import open_ledger
     from ledger.record import ZERO_HASH, chain_hash, fold_entries
-    from ledger.store.ledger import RUN_COLUMNS
-    from ledger.store.projection import build_projection
+    from ledger.store.projection import RUN_COLUMNS, build_projection
 
     open_ledger(url).engine.dispose()  # the schema, made by the ledger's own migrations
     db = sqlite3.connect(path)

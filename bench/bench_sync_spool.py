@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from ledger.record import Outcome, Pins, RunRecord
-from ledger.recorder import build_spool_body
+from ledger.run.spool import build_spool_body
 
 PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -110,14 +110,14 @@ def main() -> int:
     try:
         from ledger.cli import main as ledger_main
         from ledger.config import load_settings
-        from ledger.recorder import _write_spool, spool_dir
+        from ledger.run.spool import spool_dir, write_spool
         from ledger.store.ledger import open_ledger
 
         settings = load_settings()
         records = build_records(args.good)
         began = time.perf_counter()
         for record, blobs, outcome in records:
-            _write_spool(record.run_id, build_spool_body(record, blobs, outcome), settings)
+            write_spool(record.run_id, build_spool_body(record, blobs, outcome), settings)
         spooling = time.perf_counter() - began
         spool = spool_dir(settings)
         for i, body in enumerate(damaged_bodies(args.damaged, build_spool_body(*records[0]))):

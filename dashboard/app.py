@@ -23,7 +23,7 @@ page = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("### :material/menu_book: Reproducibility ledger")
     with data.friendly_errors():
-        book = data.ledger()
+        book = data.open_book()
         seq, head_hash = book.head()
         st.caption(f"`{book.where}`")
         st.caption(f"{seq:,} entries · head `{head_hash[:12]}…`" if seq else "no entries yet")

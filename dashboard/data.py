@@ -1,4 +1,6 @@
-"""The dashboard's query layer: the library's read API (and ledger.store.browse) behind Streamlit caches.
+"""The dashboard's query layer: the library's read API (and ledger.store.browse) behind Streamlit caches. The
+dashboard is an edge: it opens the ledger once per server process (`open_book()`, cached), and every query goes
+through that handle.
 
 Every cache key carries the ledger head (seq, and hash where it matters), so a new entry (a run, an outcome, a
 verdict) invalidates what it changes, while every rerun in between (a filter, a sort, a page) reuses it:
@@ -25,7 +27,8 @@ from ledger.dashboard import views
 from ledger.errors import LedgerError
 from ledger.record import RunRecord
 from ledger.store import browse
-from ledger.store.ledger import Ledger, VerifyReport, open_ledger
+from ledger.store.integrity import VerifyReport
+from ledger.store.ledger import Ledger, open_ledger
 
 log = logging.getLogger("ledger.dashboard")
 
@@ -65,17 +68,17 @@ def db_url() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _open(url: str) -> Ledger:
+def _open_book(url: str) -> Ledger:
     return open_ledger(url)
 
 
-def ledger() -> Ledger:
-    """The ledger at LEDGER_DB_URL (or in LEDGER_HOME); one engine per database per server process."""
-    return _open(db_url())
+def open_book() -> Ledger:
+    """The ledger at LEDGER_DB_URL (or in LEDGER_HOME), opened once per database per server process."""
+    return _open_book(db_url())
 
 
 def head() -> tuple[int, str]:
-    return ledger().head()
+    return open_book().head()
 
 
 def mlflow_uri() -> str:
@@ -86,9 +89,8 @@ def mlflow_uri() -> str:
 
 
 def build_facets(book: Ledger, seq: int) -> Facets:
-    with book._reading() as conn:
-        found = browse.facets(conn)
-        recent = pd.DataFrame.from_records(browse.newest_params(conn)).add_prefix("params.")
+    found = browse.facets(book)
+    recent = pd.DataFrame.from_records(browse.newest_params(book)).add_prefix("params.")
     day = lambda text: pd.Timestamp(text).date() if text else None
     return Facets(head_seq=seq, total=found.total, projects=found.projects, statuses=found.statuses,
                   metric_columns=[f"metrics.{k}" for k in found.metric_keys],
@@ -99,7 +101,7 @@ def build_facets(book: Ledger, seq: int) -> Facets:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _facets(url: str, seq: int, head_hash: str) -> Facets:
-    return build_facets(_open(url), seq)
+    return build_facets(_open_book(url), seq)
 
 
 def facets() -> Facets:
@@ -109,13 +111,12 @@ def facets() -> Facets:
 
 def build_runs_data(book: Ledger, seq: int) -> RunsData:
     """Every run (params aside, see `browse.runs_table`), prepared for filtering."""
-    with book._reading() as conn:
-        return RunsData(frame=views.prepare_runs(browse.runs_table(conn)), head_seq=seq)
+    return RunsData(frame=views.prepare_runs(browse.runs_table(book)), head_seq=seq)
 
 
 @st.cache_data(max_entries=2, show_spinner="Loading every run for this filter…")
 def _runs_data(url: str, seq: int, head_hash: str) -> RunsData:
-    return build_runs_data(_open(url), seq)
+    return build_runs_data(_open_book(url), seq)
 
 
 def runs_data() -> RunsData:
@@ -126,8 +127,7 @@ def runs_data() -> RunsData:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _page_rows(url: str, seq: int, page: int, page_size: int) -> pd.DataFrame:
-    with _open(url)._reading() as conn:
-        return browse.runs_table(conn, limit=page_size, offset=(page - 1) * page_size)
+    return browse.runs_table(_open_book(url), limit=page_size, offset=(page - 1) * page_size)
 
 
 def page_rows(page: int, page_size: int, seq: int) -> pd.DataFrame:
@@ -137,8 +137,7 @@ def page_rows(page: int, page_size: int, seq: int) -> pd.DataFrame:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _runs_rows(url: str, seq: int, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    with _open(url)._reading() as conn:
-        return browse.runs_table(conn, run_ids=list(run_ids), with_params=True)
+    return browse.runs_table(_open_book(url), run_ids=list(run_ids), with_params=True)
 
 
 def runs_rows(run_ids: list[str], seq: int) -> pd.DataFrame:
@@ -148,8 +147,7 @@ def runs_rows(run_ids: list[str], seq: int) -> pd.DataFrame:
 
 @st.cache_data(max_entries=16, show_spinner="Reading that param of every run…")
 def _param_column(url: str, seq: int, key: str) -> dict[str, str]:
-    with _open(url)._reading() as conn:
-        return browse.param_column(conn, key)
+    return browse.param_column(_open_book(url), key)
 
 
 def param_values(frame: pd.DataFrame, column: str, seq: int) -> pd.Series:
@@ -160,8 +158,7 @@ def param_values(frame: pd.DataFrame, column: str, seq: int) -> pd.Series:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _params_of(url: str, seq: int, run_ids: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    with _open(url)._reading() as conn:
-        return browse.params_of(conn, list(run_ids))
+    return browse.params_of(_open_book(url), list(run_ids))
 
 
 def params_of(run_ids: list[str], seq: int) -> dict[str, dict[str, str]]:
@@ -170,8 +167,7 @@ def params_of(run_ids: list[str], seq: int) -> dict[str, dict[str, str]]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _where_ids(url: str, seq: int, where: str) -> frozenset[str]:
-    with _open(url)._reading() as conn:
-        return frozenset(browse.run_ids_where(conn, where))
+    return frozenset(browse.run_ids_where(_open_book(url), where))
 
 
 def where_ids(where: str, seq: int) -> frozenset[str]:
@@ -189,8 +185,7 @@ def _tag_index(url: str) -> browse.TagIndex:
 
 def _extend_tag_index(index: browse.TagIndex, url: str) -> None:
     """Read the entries recorded since the index was last extended. The caller holds `_tag_lock`."""
-    with _open(url)._reading() as conn:
-        browse.update_tag_index(conn, index)
+    browse.update_tag_index(_open_book(url), index)
 
 
 def warm_tag_index(seq: int) -> None:
@@ -229,11 +224,11 @@ def tag_hits(needle: str, seq: int) -> set[str]:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _record(url: str, seq: int, run_id: str) -> RunRecord:
-    return _open(url).get(run_id)
+    return _open_book(url).get(run_id)
 
 
 def resolve(run_ref: str) -> str:
-    return ledger().resolve(run_ref)
+    return open_book().resolve(run_ref)
 
 
 def record(run_ref: str) -> RunRecord:
@@ -244,7 +239,7 @@ def record(run_ref: str) -> RunRecord:
 
 def resolve_many(refs: list[str]) -> tuple[list[str], list[str]]:
     """The run ids the refs name (each once, in order), and a message for each ref that names none."""
-    book = ledger()
+    book = open_book()
     ids, problems = [], []
     for ref in refs:
         try:
@@ -263,7 +258,7 @@ def records_of(run_ids: list[str]) -> list[RunRecord]:
 
 
 def reproductions(run_id: str) -> list[RunRecord]:
-    found = ledger().reproductions_of(run_id)
+    found = open_book().reproductions_of(run_id)
     seq = head()[0]
     return [_record(db_url(), seq, r) for r in found]
 
@@ -284,9 +279,9 @@ LINEAGE_COLUMNS = (
 def lineage(uri: str, version_id: str | None, limit: int = 5_000) -> tuple[pd.DataFrame, list[dict]]:
     """One row an object read, newest run first (`ledger lineage` answers the same question), and for one object
     the versions runs read."""
-    from ledger.lineage import runs_that_read
+    from ledger.store.lineage import runs_that_read
 
-    found = runs_that_read(ledger(), uri, version_id or None)
+    found = runs_that_read(open_book(), uri, version_id or None)
     rows = [{**run, "bucket": found["bucket"], "model_uri": run["model"]["uri"],
              "model_tree_sha256": run["model"]["tree_sha256"], **read}
             for run in reversed(found["runs"]) for read in run["read"]]
@@ -294,17 +289,15 @@ def lineage(uri: str, version_id: str | None, limit: int = 5_000) -> tuple[pd.Da
 
 
 def verify(check_projections: bool) -> VerifyReport:
-    return ledger().verify(check_projections=check_projections)
+    return open_book().verify(check_projections=check_projections)
 
 
 def entry(seq: int) -> dict | None:
-    with ledger()._reading() as conn:
-        return browse.entry(conn, seq)
+    return browse.entry(open_book(), seq)
 
 
 def seq_of_hash(entry_hash: str) -> int | None:
-    with ledger()._reading() as conn:
-        return browse.seq_of_hash(conn, entry_hash)
+    return browse.seq_of_hash(open_book(), entry_hash)
 
 
 def audit_available() -> bool:
@@ -319,7 +312,7 @@ def audit_html(url: str, run_id: str) -> bytes:
     so the Run page calls it only when the download button is pressed."""
     from ledger import audit
 
-    return audit.render_html(audit.collect_report(_open(url), [run_id])).encode("utf-8")
+    return audit.render_html(audit.collect_report(_open_book(url), [run_id])).encode("utf-8")
 
 
 # --- page helpers ---------------------------------------------------------------------------------------------
@@ -345,4 +338,4 @@ def empty_state() -> None:
     st.info("No runs recorded yet.", icon=":material/inbox:")
     st.markdown("Record some, then come back:")
     st.code("ledger demo", language="bash")
-    st.caption(f"Ledger: `{ledger().where}`")
+    st.caption(f"Ledger: `{open_book().where}`")

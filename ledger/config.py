@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+VERSION = "0.1.0"  # the package version (pyproject.toml); reports and exports name the ledger that made them
 DATA_PIN_MODES = ("versions", "snapshot", "off")
 
 

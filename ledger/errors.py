@@ -1,13 +1,12 @@
 """Every error the ledger raises on purpose: a message that says what went wrong and a hint that says what to do.
 
-The command line maps each class to its exit code in one place (cli.py); the library raises, never exits.
+The library raises, never exits; the command line maps each class to its exit code in one place
+(`ledger.cli.app.EXIT_CODES`).
 """
 
 
 class LedgerError(Exception):
     """A failure the user can act on. `str()` is one line: the message, then the hint after '; '."""
-
-    exit_code = 1
 
     def __init__(self, message: str, hint: str = ""):
         self.message = message
@@ -21,8 +20,6 @@ class NotFound(LedgerError):
 
 class UsageError(LedgerError):
     """Input the user gave that cannot be understood (bad id, malformed URI, bad filter)."""
-
-    exit_code = 2
 
 
 class StoreError(LedgerError):
@@ -60,16 +57,10 @@ class PlanFailed(LedgerError):
 class TamperDetected(LedgerError):
     """`verify` found an entry or projection that does not match the chain."""
 
-    exit_code = 3
-
 
 class AnchorDamaged(LedgerError):
     """An anchor that cannot be read: the log cannot be checked against it, which is not a pass."""
 
-    exit_code = 3
-
 
 class Diverged(LedgerError):
     """A reproduction ended DIVERGED."""
-
-    exit_code = 4

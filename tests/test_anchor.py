@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ledger import anchor
+from ledger.audit import anchor
 from ledger.errors import UsageError
 from ledger.store.ledger import open_ledger
 from tests.test_audit import run_cli, seed

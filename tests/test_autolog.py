@@ -314,7 +314,7 @@ def test_an_unwritable_database_spools_the_record_and_sync_saves_it(sdk2, monkey
     assert sent_request(estimator.latest_training_job.name)["TrainingJobStatus"] == "Completed"  # the job ran
 
     monkeypatch.delenv("LEDGER_DB_URL")
-    from ledger.recorder import sync_runs
+    from ledger.run.sync import sync_runs
 
     report = sync_runs(open_ledger())
     record = only_record()
@@ -368,14 +368,15 @@ def test_sync_settles_a_job_launched_without_waiting(sdk2):
 
 
 def test_sync_settles_a_launch_whose_process_died_before_sending(aws, ledger_home, notebook_dir):
-    from ledger.recorder import capture_request, save_launch, sync_runs
+    from ledger.run.recorder import capture_request, save_launch
+    from ledger.run.sync import sync_runs
 
     request = {"TrainingJobName": "never-sent", "RoleArn": ROLE,
                "AlgorithmSpecification": {"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": "File"},
                "OutputDataConfig": {"S3OutputPath": "s3://x/out"},
                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
                "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
-    record = save_launch(capture_request(request))  # ... and the process dies here, before the request is sent
+    record = save_launch(open_ledger(), capture_request(request))  # ... and the process dies here, before the request is sent
     report = sync_runs(open_ledger())
     assert report.settled == [record.run_id]
     outcome = open_ledger().get(record.run_id).outcome

@@ -6,26 +6,25 @@ Real processes, real files, and moto's real HTTP server as S3 (the `aws` fixture
 import io
 import json
 import re
-from importlib import resources
 import tarfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from ledger.backends import get_backend
-from ledger.backends.local import (
-    LocalBackend,
+from ledger.backends.algorithms import builtin_algorithm
+from ledger.backends.local.backend import LocalBackend, find_unsatisfied_requirements
+from ledger.backends.local.contract import (
     MetricParser,
-    build_outcome,
+    build_local_outcome,
     build_user_args,
-    builtin_algorithm,
     cloudwatch_form,
-    find_unsatisfied_requirements,
     plan_local_job,
     s3_relative_path,
 )
-from ledger.content_store import pack_tar_gz, pin_file_channel, tree_sha256
+from ledger.capture.content_store import pack_tar_gz, pin_file_channel, tree_sha256
 from ledger.errors import LedgerError, NotFound, UsageError
 from ledger.record import DataChannelPin, Outcome
 
@@ -432,10 +431,10 @@ def test_user_args_are_formatted_as_the_toolkit_does():
 
 
 def test_outcome_of_a_stopped_job_is_stopped_not_failed():
-    outcome = build_outcome(exit_code=-15, stopped_by="max_runtime", max_runtime=5, failure_text=None,
+    outcome = build_local_outcome(exit_code=-15, stopped_by="max_runtime", max_runtime=5, failure_text=None,
                             log_tail=[], started_at="a", ended_at="b", seconds=5.2, metrics={}, model_artifact=None)
     assert (outcome.status, outcome.billable_seconds) == ("Stopped", 6)
-    long_failure = build_outcome(exit_code=1, stopped_by=None, max_runtime=5, failure_text="x" * 5000, log_tail=[],
+    long_failure = build_local_outcome(exit_code=1, stopped_by=None, max_runtime=5, failure_text="x" * 5000, log_tail=[],
                                  started_at="a", ended_at="b", seconds=1, metrics={}, model_artifact=None)
     assert len(long_failure.failure_reason) == 1024
 

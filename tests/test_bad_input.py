@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from ledger.capture.content_store import ContentStore, sha256_file
 from ledger.cli import main
-from ledger.content_store import ContentStore, sha256_file
 from ledger.errors import StoreError, UsageError
 from ledger.record import Gap, Pins, RunRecord
 from ledger.store import query
@@ -199,7 +199,7 @@ def test_links_out_of_a_file_channel_are_refused_with_a_gap(workspace, db_url, l
 
 
 def test_every_refused_link_is_named(tmp_path):
-    from ledger.content_store import pin_file_channel_and_refusals
+    from ledger.capture.content_store import pin_file_channel_and_refusals
 
     data = _channel_with_links(tmp_path)
     pin, refused = pin_file_channel_and_refusals(data.as_uri(), ContentStore(tmp_path / "home"))
@@ -256,7 +256,7 @@ def test_a_damaged_sqlite_file_through_the_installed_command(ledger_home, monkey
 @pytest.mark.parametrize("name, content", [
     ("anchor-000000000003-20261202T010000000000Z.json", b"\x00\x17garbage, not JSON"),
     ("anchor-000000000003-20261202T010000000000Z.json", b'{"not": "an anchor"}'),  # an anchor's name, no anchor
-    ("head.json", b"{\"kind\": \"ledger.anchor\", \"head\": {\"seq\": \"three\"}}"),  # says it is one, but is not
+    ("head.json", b"{\"kind\": \"ledger.audit.anchor\", \"head\": {\"seq\": \"three\"}}"),  # says it is one, but is not
     ("notes.json", b"\xff\xfe garbage"),  # any .json there that is not JSON at all
 ])
 def test_a_damaged_anchor_is_reported_as_damaged(db_url, tmp_path, capsys, name, content):
@@ -341,7 +341,7 @@ def test_a_full_disk_while_staging_from_s3_names_the_path_and_the_bytes(aws, led
     import boto3
 
     from ledger.backends.local import LocalBackend
-    from ledger.content_store import pack_tar_gz
+    from ledger.capture.content_store import pack_tar_gz
     from ledger.errors import NoSpace
 
     s3 = boto3.client("s3")

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from ledger.content_store import (
+from ledger.capture.content_store import (
     ContentStore,
     cas_uri,
     manifest_digest,

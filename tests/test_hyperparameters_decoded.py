@@ -11,8 +11,8 @@ from ledger.capture import code
 from ledger.diffing import diff_records
 from ledger.store.ledger import open_ledger
 from ledger.store.mlflow_sink import plan_mirror
-from tests.test_autolog import ROLE, make_data_bucket, tutorial_inputs
 from tests.conftest import git
+from tests.test_autolog import ROLE, make_data_bucket, tutorial_inputs
 
 
 def fit_framework_estimator(sdk2, notebook_dir, objective: str, job_name: str) -> None:
@@ -57,9 +57,9 @@ def test_a_framework_estimators_hyperparameters_are_stored_decoded(db_url, sdk2,
 
 
 def test_one_decoder_for_the_package():
-    from ledger.backends import local
+    from ledger.backends.local import contract
 
-    assert local.decode_hyperparameter is code.decode_hyperparameter
+    assert contract.decode_hyperparameter is code.decode_hyperparameter
     assert code.build_hyperparameter_text('"reg:squarederror"') == "reg:squarederror"
     assert code.build_hyperparameter_text(json.dumps("s3://b/k")) == "s3://b/k"
     for as_sent in ("5", "0.2", "true", "[1, 2]", "reg:squarederror", "***REDACTED***"):

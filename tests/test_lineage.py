@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from ledger import lineage
 from ledger.capture.data import build_channel_pin
 from ledger.errors import NotFound, UsageError
 from ledger.record import DataObject
+from ledger.store import lineage
 from ledger.store.ledger import open_ledger
 from tests.test_audit import make_outcome, make_run, run_cli
 

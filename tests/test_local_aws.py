@@ -1,4 +1,4 @@
-"""ledger.local_aws: the stand-in for AWS that offline notebooks start. Jobs sent to it really run (on the local
+"""ledger.demo.local_aws: the stand-in for AWS that offline notebooks start. Jobs sent to it really run (on the local
 backend) and moto's description of them says what happened; stopping it puts the environment back."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import requests
 
 import ledger
+from ledger.demo.local_aws import ACCESS_KEY, BUILTIN_IMAGES, current_local_aws, start_local_aws
 from ledger.errors import LedgerError
-from ledger.local_aws import ACCESS_KEY, BUILTIN_IMAGES, current_local_aws, start_local_aws
 from ledger.store.ledger import open_ledger
 
 XGBOOST_ACCOUNT, _, _ = BUILTIN_IMAGES["us-east-1"]
@@ -144,7 +144,7 @@ def test_a_recorded_job_settles_with_its_model_and_reproduces_on_the_sagemaker_b
                                                                                       monkeypatch):
     """autolog records the job, the stand-in runs it, the ledger's settle pins the model; a reproduction sent to
     the stand-in by the sagemaker backend (inside already_captured) runs as well, and is IDENTICAL."""
-    from ledger.reproduce import reproduce
+    from ledger import reproduce
 
     monkeypatch.chdir(tmp_path)
     put_data()

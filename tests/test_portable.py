@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.content_store import _checked_member
+from ledger.capture.content_store import _checked_member
 from ledger.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ import subprocess
 import boto3
 import pytest
 
+from ledger import reproduce
 from ledger.capture.code import capture_code_channels, plan_unpinned_requirements
 from ledger.errors import PlanFailed
-from ledger.launch import launch_job
-from ledger.reproduce import reproduce
+from ledger.run.launch import launch_job
 from ledger.store.ledger import open_ledger
 from tests.test_autolog import (
     DIGEST,
@@ -77,8 +77,8 @@ def sdk3_request(job: str) -> dict:
 def record_on_sagemaker(request: dict, workdir=None):
     """Capture, record and send the request to moto's SageMaker, as autolog does for the SDK."""
     session = aws_session_that_reads_aws_images()
-    return launch_job(request, backend="sagemaker", project="abalone", session=session, workdir=workdir,
-                      log=lambda line: None), session
+    return launch_job(open_ledger(), request, backend="sagemaker", project="abalone", session=session,
+                      workdir=workdir, log=lambda line: None), session
 
 
 def rows(plan) -> dict[str, dict]:
@@ -252,18 +252,18 @@ def test_a_reproduction_that_reads_changed_code_records_that_code(world, db_url,
 
 def test_the_audit_shows_the_code_channels_and_says_every_reference_was_pinned_only_when_so(world, db_url):
     from ledger.audit import collect_report, render_html, render_markdown
-    from ledger.recorder import capture_request, save_launch
+    from ledger.run.recorder import capture_request, save_launch
 
     session = aws_session_that_reads_aws_images()
     upload_sdk3_code("mt-audit")
-    kept = save_launch(capture_request(sdk3_request("mt-audit"), session=session), announce=False)
+    kept = save_launch(open_ledger(), capture_request(sdk3_request("mt-audit"), session=session), announce=False)
     assert not kept.pins.gaps, kept.pins.gaps
     # A record made before code channels were kept: digests only, no versions, no copy, and no gap saying so.
     upload_sdk3_code("mt-older")
     older = capture_request(sdk3_request("mt-older"), session=session)
     for channel in older.record.pins.code.code_channels.values():
         channel.pop("objects", None), channel.pop("kept", None)
-    older = save_launch(older, announce=False)
+    older = save_launch(open_ledger(), older, announce=False)
 
     report = collect_report(open_ledger(), [kept.run_id, older.run_id])
     sections = {run["job_name"]: run for run in report["runs"]}

@@ -20,7 +20,8 @@ import pytest
 
 from ledger.cli import main
 from ledger.errors import ReadOnlyStore
-from ledger.store.ledger import open_ledger, plan_sqlite_access
+from ledger.store.engine import plan_sqlite_access
+from ledger.store.ledger import open_ledger
 from tests.conftest import PG_ADMIN_URL
 from tests.test_audit import seed
 

@@ -24,7 +24,8 @@ import ledger
 from ledger.cli import main
 from ledger.config import load_settings
 from ledger.record import RunRecord, canonical_json
-from ledger.recorder import Capture, capture_request, save_launch, sync_runs
+from ledger.run.recorder import Capture, capture_request, save_launch
+from ledger.run.sync import sync_runs
 from ledger.store.ledger import open_ledger
 
 ENTRY_POINTS = Path(__file__).parent / "entry_points"
@@ -52,7 +53,8 @@ def fallback_dir(private_tmp: Path) -> Path:
 def spool_record(job_name: str) -> RunRecord:
     """Save a launch while the database cannot be reached: the record goes to the spool."""
     record = RunRecord(job_name=job_name, project="recovery")
-    return save_launch(Capture(record=record, request={}), load_settings(db_url=UNREACHABLE_DB), announce=False)
+    book = open_ledger(settings=load_settings(db_url=UNREACHABLE_DB), check_schema="on use")
+    return save_launch(book, Capture(record=record, request={}), announce=False)
 
 
 def spool_body(job_name: str) -> str:
@@ -143,11 +145,13 @@ SPOOL_WRITER = textwrap.dedent('''
     sys.addaudithook(audit)
     from ledger.config import load_settings
     from ledger.record import RunRecord
-    from ledger.recorder import Capture, save_launch
+    from ledger.run.recorder import Capture, save_launch
+    from ledger.store.ledger import open_ledger
 
     capture = Capture(record=RunRecord(job_name="killed-while-spooling"), request={}, blobs={"0" * 64: b"a diff"})
+    book = open_ledger(settings=load_settings(db_url=db_url), check_schema="on use")
     sys.setprofile(profile)
-    save_launch(capture, load_settings(db_url=db_url))
+    save_launch(book, capture)
 ''')
 
 
@@ -190,10 +194,12 @@ FULL_DISK = textwrap.dedent('''
     os.close(filler)
     from ledger.config import load_settings
     from ledger.record import RunRecord
-    from ledger.recorder import Capture, save_launch, sync_runs
+    from ledger.run.recorder import Capture, save_launch
+    from ledger.run.sync import sync_runs
     from ledger.store.ledger import open_ledger
     try:
-        save_launch(Capture(record=RunRecord(job_name="on-a-full-disk"), request={}), load_settings(db_url=unreachable))
+        save_launch(open_ledger(settings=load_settings(db_url=unreachable), check_schema="on use"),
+                    Capture(record=RunRecord(job_name="on-a-full-disk"), request={}))
         spooled = "spooled"
     except OSError as error:
         spooled = f"not spooled: {error}"
@@ -363,8 +369,8 @@ def test_max_runtime_still_stops_a_job_and_its_children(db_url, workspace, tmp_p
 
 def test_a_local_run_without_a_launcher_lock_is_not_invented_failed(db_url, ledger_home, capsys):
     """Launched elsewhere, or by an older ledger: sync cannot tell, and says so."""
-    record = save_launch(Capture(record=RunRecord(job_name="from-elsewhere", backend="local"), request={}),
-                         announce=False)
+    record = save_launch(open_ledger(), Capture(record=RunRecord(job_name="from-elsewhere", backend="local"),
+                                                request={}), announce=False)
     code, report, err = sync_json(capsys)
     assert code == 0, err
     assert report["unreachable"] == [record.run_id] and "no launcher lock" in report["reasons"][record.run_id]
@@ -478,10 +484,10 @@ def test_sync_asks_the_region_of_the_recorded_arn(autologged):
 
 
 def test_sync_asks_the_region_recorded_at_capture_when_no_arn_was(aws, db_url, notebook_dir):
-    sent = save_launch(capture_request(training_request("sent-no-arn"), region="us-west-2"))
+    sent = save_launch(open_ledger(), capture_request(training_request("sent-no-arn"), region="us-west-2"))
     # ... the request reached SageMaker, and the process died before it heard the ARN
     boto3.client("sagemaker", region_name="us-west-2").create_training_job(**training_request("sent-no-arn"))
-    never = save_launch(capture_request(training_request("never-sent"), region="us-west-2"))
+    never = save_launch(open_ledger(), capture_request(training_request("never-sent"), region="us-west-2"))
     assert sent.model_extra["region"] == "us-west-2"
     report = sync_runs(open_ledger())
     assert sorted(report.settled) == sorted([sent.run_id, never.run_id])
@@ -507,8 +513,8 @@ def test_sync_does_not_fail_a_job_it_cannot_see_from_this_account(autologged):
 def test_sync_does_not_fail_a_job_when_the_record_does_not_say_where_it_went(aws, db_url):
     """A record of a ledger that did not note the region, and no ARN: "not found" in the default region proves
     nothing."""
-    record = save_launch(Capture(record=RunRecord(job_name="nowhere-known", created_by=f"arn:aws:sts::{MOTO_ACCOUNT}"
-                                                  ":assumed-role/r/s"), request={}), announce=False)
+    record = save_launch(open_ledger(), Capture(record=RunRecord(
+        job_name="nowhere-known", created_by=f"arn:aws:sts::{MOTO_ACCOUNT}:assumed-role/r/s"), request={}), announce=False)
     report = sync_runs(open_ledger())
     assert report.unreachable == [record.run_id] and report.settled == []
     assert "does not say which region" in report.reasons[record.run_id]
@@ -535,7 +541,7 @@ def test_each_run_is_settled_on_its_own(autologged):
 
 def test_the_location_of_a_job_comes_from_its_arn_else_from_its_capture():
     from ledger.record import Outcome
-    from ledger.recorder import plan_job_location
+    from ledger.run.sync import plan_job_location
 
     arn = "arn:aws:sagemaker:eu-west-1:222222222222:training-job/x"
     with_arn = RunRecord(job_name="x", outcome=Outcome(arn=arn), region="us-east-1")
@@ -546,7 +552,7 @@ def test_the_location_of_a_job_comes_from_its_arn_else_from_its_capture():
 
 
 def test_a_spool_file_is_parsed_whole_or_called_damaged():
-    from ledger.recorder import SpoolDamaged, build_spool_body, parse_spool_file
+    from ledger.run.spool import SpoolDamaged, build_spool_body, parse_spool_file
 
     record = RunRecord(job_name="x")
     parsed, blobs, outcome = parse_spool_file(json.loads(build_spool_body(record, {"d": b"diff"})))

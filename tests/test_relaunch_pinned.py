@@ -10,7 +10,7 @@ import tarfile
 
 import boto3
 
-from ledger.reproduce import reproduce
+from ledger import reproduce
 from tests.test_preflight import record_on_sagemaker, rows, sdk2_request, world  # noqa: F401 - `world` is a fixture
 
 

@@ -10,10 +10,11 @@ import boto3
 import pytest
 
 import ledger
+from ledger import reproduce
 from ledger.cli import main
 from ledger.errors import PlanFailed
 from ledger.record import ModelArtifact, Outcome
-from ledger.reproduce import build_verdict, reproduce
+from ledger.run.verdict import build_verdict
 from ledger.store.ledger import open_ledger
 from tests.test_autolog import (
     DIGEST,
@@ -115,7 +116,7 @@ def _sagemaker_stand_in_writes_the_model(record):
     this machine (what the container would do), put its model.tar.gz where SageMaker would, and let the ledger
     settle the job's outcome from DescribeTrainingJob as `ledger sync` does."""
     from ledger.backends.local import LocalBackend
-    from ledger.recorder import settle
+    from ledger.run.sync import settle
 
     pins = {name: pin.model_dump(mode="json") for name, pin in record.pins.data.items()}
     request = json.loads(json.dumps(record.request))

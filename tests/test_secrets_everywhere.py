@@ -21,8 +21,8 @@ from sqlalchemy import inspect, text
 import tests.test_mlflow_mirror as mirror_tests
 from ledger.capture import secrets
 from ledger.cli import main
-from ledger.launch import build_request, launch_job
 from ledger.record import REDACTED, Outcome, RunRecord
+from ledger.run.launch import build_request, launch_job
 from ledger.store.ledger import open_ledger
 
 
@@ -133,7 +133,7 @@ def test_no_secret_reaches_the_database_files_mlflow_or_an_audit(db_url, workspa
                                                                  ledger_home, capsys, tmp_path):
     monkeypatch.setenv("LEDGER_MLFLOW_URI", mlflow_server.url)
     dirty_workspace(workspace)
-    record = launch_job(secret_request(workspace, "secretive-job"), backend="local", workdir=workspace,
+    record = launch_job(open_ledger(), secret_request(workspace, "secretive-job"), backend="local", workdir=workspace,
                         log=lambda line: None)
     assert record.outcome.status == "Completed", record.outcome.failure_reason
     assert main(["sync"]) == 0
@@ -259,7 +259,7 @@ def test_capturing_a_long_hyperparameter_is_not_quadratic(ledger_home, tmp_path)
     """The old URL-password regex took 6 s to capture a 40 KB hyperparameter, growing with the square of its size
     (bench/bench_capture_secrets.py has the figures from 1 KB to 1 MB)."""
     from ledger.config import load_settings
-    from ledger.recorder import capture_request
+    from ledger.run.recorder import capture_request
 
     value = "a" * 20_000 + "://" + "b" * 20_000
     request = {"TrainingJobName": "long", "AlgorithmSpecification": {"TrainingImage": "local"},
@@ -276,7 +276,7 @@ def test_a_dirty_tree_with_a_secret_in_its_diff_is_unchanged_to_the_preflight(tm
     import subprocess
 
     from ledger.capture.code import capture_code
-    from ledger.reproduce import _observe_code
+    from ledger.run.preflight import _observe_code
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -300,7 +300,8 @@ def test_a_secret_the_relaunch_cannot_put_back_stops_the_plan_and_one_inside_a_v
     (missing: the plan stops unless --allow-drift) instead of relaunching with the placeholder unseen. A secret
     inside a hyperparameter's value (a URL's password) is put back whole from --secret."""
     from ledger.record import REDACTED, RunRecord
-    from ledger.reproduce import build_relaunch, plan_reproduction
+    from ledger.run.preflight import plan_reproduction
+    from ledger.run.reproduce import build_relaunch
 
     url = f"postgresql://ana:{REDACTED}@db/features"
     record = RunRecord(job_name="job", backend="local",

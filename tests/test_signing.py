@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from ledger import audit, signing
+from ledger import audit
+from ledger.audit import signing
 from ledger.errors import TamperDetected, UsageError
 from ledger.store.ledger import open_ledger
 from tests.test_audit import run_cli, seed

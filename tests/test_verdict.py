@@ -14,9 +14,8 @@ import tarfile
 
 from streamlit.testing.v1 import AppTest
 
-from ledger import reproduce
+from ledger.capture.content_store import pack_tar_gz, sha256_file, tree_sha256
 from ledger.cli import main
-from ledger.content_store import pack_tar_gz, sha256_file, tree_sha256
 from ledger.dashboard import APP_PATH
 from ledger.record import (
     CodePin,
@@ -29,7 +28,10 @@ from ledger.record import (
     RunRecord,
     SourceArchive,
 )
-from ledger.reproduce import PinCheck, build_verdict
+from ledger.run import reproduce
+from ledger.run import verdict as verdicts
+from ledger.run.preflight import PinCheck
+from ledger.run.verdict import build_verdict
 from ledger.store.ledger import open_ledger
 
 
@@ -95,14 +97,14 @@ def test_explained_by_names_only_uncompensated_drift_and_substitutions():
               PinCheck("data train: k", "recorded version", "deleted", "cannot be restored", "missing",
                        channel="train", key="k"),
               PinCheck("package numpy", "2.0", "2.1", "differs", "drift")]
-    left, compensated = reproduce.build_compensation(original, checks)
+    left, compensated = verdicts.build_compensation(original, checks)
     assert [c.pin for c in left] == ["data extra", "data train: k", "package numpy"]
     assert [c["pin"] for c in compensated] == ["image tag", "data train", "code work tree"]
     assert all(c["by"] for c in compensated)
 
     reproduction = _record(image=ImagePin(uri=original.pins.image.uri, digest="f" * 64, source="environment",
                                           ran={"fingerprint": "f" * 64, "how": "the ledger's own Python environment"}))
-    substitutions = reproduce.build_substitutions(original, reproduction)
+    substitutions = verdicts.build_substitutions(original, reproduction)
     assert [s["pin"] for s in substitutions] == ["backend", "image"]
     assert substitutions[0] == {"pin": "backend", "recorded": "sagemaker", "now": "local"}
     assert "stood in for acct.dkr.ecr.us-east-1.amazonaws.com/xgb:1" in substitutions[1]["now"]
@@ -139,7 +141,7 @@ def test_per_object_rows_and_code_the_relaunch_restores_are_compensated():
                        "the recorded files are read", "drift", channel="sm_drivers"),
               PinCheck("code channel sm_drivers", "1 file(s)", "1 changed", "cannot be restored", "missing",
                        channel="sm_drivers")]
-    left, compensated = reproduce.build_compensation(original, checks)
+    left, compensated = verdicts.build_compensation(original, checks)
     assert [c["pin"] for c in compensated] == ["data train: new.csv", "data train: a.csv", "source archive",
                                                "code channel code: train.py", "code channel code"]
     assert "not read" in compensated[0]["by"]
@@ -149,7 +151,7 @@ def test_per_object_rows_and_code_the_relaunch_restores_are_compensated():
 def test_another_machine_is_a_substitution():
     here = {"host": "a", "vcpu": 2, "memory_gib": 8.0, "gpu": None, "gpu_count": 0}
     there = {**here, "host": "b", "vcpu": 16}
-    found = reproduce.build_substitutions(_record(hardware=HardwarePin(ran=here)), _record(hardware=HardwarePin(ran=there)))
+    found = verdicts.build_substitutions(_record(hardware=HardwarePin(ran=here)), _record(hardware=HardwarePin(ran=there)))
     assert found == [{"pin": "hardware ran", "recorded": "2 vCPU, 8.0 GiB on a", "now": "16 vCPU, 8.0 GiB on b"}]
 
 

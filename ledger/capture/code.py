@@ -91,7 +91,7 @@ def plan_tree_sha256(pairs: list[tuple[str, str]]) -> str:
     The product's one rule for tree digests (content_store.build_tree_digest), so a 3.x code channel, a 2.x
     sourcedir.tar.gz and the local backend's staged code compare equal when they hold the same files.
     """
-    from ledger.content_store import build_tree_digest
+    from ledger.capture.content_store import build_tree_digest
 
     return build_tree_digest(dict(pairs))
 
@@ -216,7 +216,7 @@ def _archive_tree_sha256(path: str | os.PathLike) -> str | None:
     """The tree digest of a tar archive's files (content_store's rule), or None when it is not a tar archive."""
     import tarfile
 
-    from ledger.content_store import tree_sha256
+    from ledger.capture.content_store import tree_sha256
 
     try:
         return tree_sha256(path)
@@ -248,7 +248,7 @@ def capture_source_archive(request: dict[str, Any], session=None) -> tuple[Sourc
         if not local.exists():
             return SourceArchive(uri=uri), [Gap(what=what, why=f"{local} does not exist", fix="correct source_dir")]
         if local.is_dir():
-            from ledger.content_store import tree_sha256
+            from ledger.capture.content_store import tree_sha256
 
             return SourceArchive(uri=uri, tree_sha256=tree_sha256(local)), []
         return SourceArchive(uri=uri, sha256=hash_file(local), tree_sha256=_archive_tree_sha256(local)), []

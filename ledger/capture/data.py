@@ -7,7 +7,7 @@ prefix, never one request per object. A bucket without versioning gives ETag and
 Snapshot mode copies the recorded versions server-side into `ledger-snapshots/<manifest_sha256>/`, a prefix named
 by the content it holds, and the caller points the channel there: the job then reads exactly what was recorded.
 
-`file://` channels (the local backend) are hashed: `hash_file_tree` is shared with ledger/content_store.py.
+`file://` channels (the local backend) are hashed: `hash_file_tree` is shared with ledger/capture/content_store.py.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def build_s3_uri(bucket: str, key: str) -> str:
 
 def plan_manifest_sha256(objects: list[DataObject]) -> str:
     """sha256 of the canonical JSON of the objects' [{key, version_id, etag, size}], sorted by key."""
-    from ledger.content_store import manifest_digest  # one rule for every manifest the ledger digests
+    from ledger.capture.content_store import manifest_digest  # one rule for every manifest the ledger digests
 
     return manifest_digest([
         {"key": o.key, "version_id": o.version_id, "etag": o.etag, "size": o.size}
@@ -484,7 +484,7 @@ def hash_file_tree(path: str | Path) -> list[DataObject]:
 
 def hash_file_tree_refusals(path: str | Path) -> tuple[list[DataObject], list[str]]:
     """hash_file_tree, and the symbolic links it left out ("key -> target: why")."""
-    from ledger.content_store import list_channel_files
+    from ledger.capture.content_store import list_channel_files
 
     root = Path(path)
     if root.is_file():
@@ -503,13 +503,13 @@ def file_uri_path(uri: str) -> Path:
 
 def capture_file_channel(uri: str, channel_name: str = "") -> tuple[DataChannelPin, list[Gap]]:
     """Hash a `file://` channel. Hashes prove later whether the files changed; they do not keep the files, so the
-    pin is not `pinned` (ledger/content_store.py stores them and pins the channel)."""
+    pin is not `pinned` (ledger/capture/content_store.py stores them and pins the channel)."""
     path = file_uri_path(uri)
     what = f"data channel {channel_name or uri}"
     if not path.exists():
         gap = Gap(what=what, why=f"{path} does not exist", fix="correct the path")
         return DataChannelPin(uri=uri, kind="file"), [gap]
-    from ledger.content_store import plan_refused_links_gap
+    from ledger.capture.content_store import plan_refused_links_gap
 
     objects, refused = hash_file_tree_refusals(path)
     pin = build_channel_pin(uri, "file", objects)

@@ -1,8 +1,8 @@
 """Read-only queries the dashboard needs beyond `Ledger.runs()` and `Ledger.get()`: lineage by S3 object, the run
 ids a `--where` condition selects, the tags of runs, and single log entries by seq or hash.
 
-Each function takes a connection from `Ledger._reading()` and returns plain Python data: no ORM object leaves
-`ledger.store`. They run on SQLite and PostgreSQL alike.
+Each function takes the ledger handle (`book`) and returns plain Python data: no ORM object leaves `ledger.store`.
+They run on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 
 from ledger.store import query
-
-# --- runs by reference -----------------------------------------------------------------------------------------
-
+from ledger.store.entries import chunks, entries_by_seq, in_clause
 
 # --- filters --------------------------------------------------------------------------------------------------
 
 
-def run_ids_where(conn, where: str) -> set[str]:
+def run_ids_where(book, where: str) -> set[str]:
     """The ids of the runs a `--where` condition selects (the same language as `ledger runs --where`)."""
-    clauses, binds = query.build_where_sql(query.parse_where(where), conn.dialect.name)
+    clauses, binds = query.build_run_filters(book.engine.dialect.name, where=where)
     sql = "SELECT runs.run_id FROM runs"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    return {row[0] for row in conn.execute(text(sql), binds)}
+    with book._reading() as conn:
+        return {row[0] for row in conn.execute(text(sql), binds)}
 
 
 @dataclass
@@ -67,9 +66,14 @@ def _tags_of(request_tags, annotated) -> dict[str, str]:
     return tags
 
 
-def update_tag_index(conn, index: TagIndex) -> TagIndex:
+def update_tag_index(book, index: TagIndex) -> TagIndex:
     """Add the tags of entries recorded after `index.last_seq`: the request's `Tags` of each run.launched entry
     and the `tags` of run.annotated entries. The database extracts them, so large bodies never reach Python."""
+    with book._reading() as conn:
+        return _update_tag_index(conn, index)
+
+
+def _update_tag_index(conn, index: TagIndex) -> TagIndex:
     if conn.dialect.name == "postgresql":
         request_tags = "(body::jsonb #>> '{payload,request,Tags}')"
         annotated = "(body::jsonb #>> '{payload,tags}')"
@@ -98,18 +102,17 @@ def update_tag_index(conn, index: TagIndex) -> TagIndex:
 # --- the log --------------------------------------------------------------------------------------------------
 
 
-def entry(conn, seq: int) -> dict | None:
+def entry(book, seq: int) -> dict | None:
     """One log entry by its seq, as stored (the body as text), or None."""
-    row = conn.execute(
-        text("SELECT seq, run_id, kind, body, prev_hash, entry_hash, recorded_at FROM entries WHERE seq = :s"),
-        {"s": int(seq)},
-    ).first()
-    return dict(row._mapping) if row else None
+    found = entries_by_seq(book, [int(seq)]).get(int(seq))
+    return {"seq": int(seq), **found} if found else None
 
 
-def seq_of_hash(conn, entry_hash: str) -> int | None:
+def seq_of_hash(book, entry_hash: str) -> int | None:
     """The seq of the entry whose hash is `entry_hash` (an anchor's head), or None if the log has no such entry."""
-    row = conn.execute(text("SELECT seq FROM entries WHERE entry_hash = :h"), {"h": entry_hash.strip().lower()}).first()
+    with book._reading() as conn:
+        row = conn.execute(text("SELECT seq FROM entries WHERE entry_hash = :h"),
+                           {"h": entry_hash.strip().lower()}).first()
     return row[0] if row else None
 
 
@@ -131,15 +134,11 @@ def _json_value(dialect: str, column: str, key: str, numeric: bool) -> str:
     return f"json_extract({column}, '{path}')"
 
 
-def metric_keys(conn) -> list[str]:
-    return [row[0] for row in conn.execute(text("SELECT DISTINCT key FROM metrics ORDER BY key"))]
+def _keys(conn, table: str) -> list[str]:
+    return [row[0] for row in conn.execute(text(f"SELECT DISTINCT key FROM {table} ORDER BY key"))]
 
 
-def param_keys(conn) -> list[str]:
-    return [row[0] for row in conn.execute(text("SELECT DISTINCT key FROM params ORDER BY key"))]
-
-
-def runs_table(conn, run_ids: list[str] | None = None, limit: int | None = None, offset: int = 0,
+def runs_table(book, run_ids: list[str] | None = None, limit: int | None = None, offset: int = 0,
                with_params: bool = False):
     """Runs with their final metrics as `metrics.*` columns, newest first (created_at, then run_id), built column
     by column: every run, the runs named by `run_ids`, or one page (`limit`, `offset`).
@@ -150,24 +149,22 @@ def runs_table(conn, run_ids: list[str] | None = None, limit: int | None = None,
     """
     import pandas as pd
 
-    metrics = metric_keys(conn)
-    dialect = conn.dialect.name
-    select = list(RUNS_TABLE_COLUMNS) + [_json_value(dialect, "metrics_json", m, True) for m in metrics]
-    if with_params:
-        select.append("params_json")
-    sql = f"SELECT {', '.join(select)} FROM runs"
-    rows: list = []
-    if run_ids is not None:
-        for start in range(0, len(run_ids), 500):
-            chunk = run_ids[start : start + 500]
-            marks = ",".join(f":r{i}" for i in range(len(chunk)))
-            rows += conn.execute(text(f"{sql} WHERE run_id IN ({marks})"),
-                                 {f"r{i}": r for i, r in enumerate(chunk)}).all()
-    elif limit is not None:
-        rows = conn.execute(text(f"{sql} ORDER BY created_at DESC, run_id DESC LIMIT :limit OFFSET :offset"),
-                            {"limit": int(limit), "offset": int(offset)}).all()
-    else:
-        rows = conn.execute(text(sql)).all()
+    with book._reading() as conn:
+        metrics = _keys(conn, "metrics")
+        select = list(RUNS_TABLE_COLUMNS) + [_json_value(conn.dialect.name, "metrics_json", m, True) for m in metrics]
+        if with_params:
+            select.append("params_json")
+        sql = f"SELECT {', '.join(select)} FROM runs"
+        rows: list = []
+        if run_ids is not None:
+            for chunk in chunks(run_ids):
+                marks, binds = in_clause("r", chunk)
+                rows += conn.execute(text(f"{sql} WHERE run_id IN ({marks})"), binds).all()
+        elif limit is not None:
+            rows = conn.execute(text(f"{sql} ORDER BY created_at DESC, run_id DESC LIMIT :limit OFFSET :offset"),
+                                {"limit": int(limit), "offset": int(offset)}).all()
+        else:
+            rows = conn.execute(text(sql)).all()
     names = list(RUNS_TABLE_COLUMNS) + [f"metrics.{m}" for m in metrics]
     if not rows:
         return pd.DataFrame({name: pd.Series(dtype="float64" if name.startswith("metrics.") else "object")
@@ -198,34 +195,36 @@ class Facets:
     param_keys: list[str]
 
 
-def facets(conn) -> Facets:
-    total = conn.execute(text("SELECT count(*) FROM runs")).scalar() or 0
-    projects = [r[0] for r in conn.execute(text("SELECT DISTINCT project FROM runs ORDER BY project"))]
-    statuses = sorted({r[0] or "unknown" for r in conn.execute(text("SELECT DISTINCT status FROM runs"))})
-    first, last = conn.execute(text("SELECT min(created_at), max(created_at) FROM runs")).first()
-    return Facets(total, projects, statuses, first, last, metric_keys(conn), param_keys(conn))
+def facets(book) -> Facets:
+    with book._reading() as conn:
+        total = conn.execute(text("SELECT count(*) FROM runs")).scalar() or 0
+        projects = [r[0] for r in conn.execute(text("SELECT DISTINCT project FROM runs ORDER BY project"))]
+        statuses = sorted({r[0] or "unknown" for r in conn.execute(text("SELECT DISTINCT status FROM runs"))})
+        first, last = conn.execute(text("SELECT min(created_at), max(created_at) FROM runs")).first()
+        return Facets(total, projects, statuses, first, last, _keys(conn, "metrics"), _keys(conn, "params"))
 
 
-def param_column(conn, key: str) -> dict[str, str]:
+def param_column(book, key: str) -> dict[str, str]:
     """One param of every run that has it: {run_id: value}."""
-    value = _json_value(conn.dialect.name, "params_json", key, False)
-    rows = conn.execute(text(f"SELECT run_id, {value} FROM runs"))
-    return {run_id: v for run_id, v in rows if v is not None}
+    value = _json_value(book.engine.dialect.name, "params_json", key, False)
+    with book._reading() as conn:
+        rows = conn.execute(text(f"SELECT run_id, {value} FROM runs"))
+        return {run_id: v for run_id, v in rows if v is not None}
 
 
-def params_of(conn, run_ids: list[str]) -> dict[str, dict[str, str]]:
+def params_of(book, run_ids: list[str]) -> dict[str, dict[str, str]]:
     """The params of these runs: {run_id: {name: value}}."""
     found: dict[str, dict[str, str]] = {}
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
-        marks = ",".join(f":r{i}" for i in range(len(chunk)))
-        rows = conn.execute(text(f"SELECT run_id, params_json FROM runs WHERE run_id IN ({marks})"),
-                            {f"r{i}": r for i, r in enumerate(chunk)})
-        found.update({run_id: json.loads(params) for run_id, params in rows})
+    with book._reading() as conn:
+        for chunk in chunks(run_ids):
+            marks, binds = in_clause("r", chunk)
+            rows = conn.execute(text(f"SELECT run_id, params_json FROM runs WHERE run_id IN ({marks})"), binds)
+            found.update({run_id: json.loads(params) for run_id, params in rows})
     return found
 
 
-def newest_params(conn, limit: int = 2_000) -> list[dict[str, str]]:
+def newest_params(book, limit: int = 2_000) -> list[dict[str, str]]:
     """The params of the newest runs: enough to see which params vary."""
-    rows = conn.execute(text("SELECT params_json FROM runs ORDER BY run_id DESC LIMIT :n"), {"n": int(limit)})
-    return [json.loads(row[0]) for row in rows]
+    with book._reading() as conn:
+        rows = conn.execute(text("SELECT params_json FROM runs ORDER BY run_id DESC LIMIT :n"), {"n": int(limit)})
+        return [json.loads(row[0]) for row in rows]

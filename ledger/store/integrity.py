@@ -12,16 +12,43 @@ import hashlib
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
-from ledger.record import BLOB_MARKS, ZERO_HASH, RunRecord, fold_entries, plan_blob_refs, utc_now
-from ledger.store.projection import build_projection
+from ledger.config import load_settings
+from ledger.record import BLOB_MARKS, ZERO_HASH, plan_blob_refs, utc_now
+from ledger.store.engine import explained_errors, make_engine
+from ledger.store.entries import iter_entries
+from ledger.store.projection import PROJECTION_TABLES, RUN_COLUMNS, build_projection, fold_all
 
 MAX_PROBLEMS = 20  # a broken log is named by its first problems, not listed whole
 PARALLEL_FROM = 200_000  # below this many entries, starting worker processes costs more than it saves
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    verified_at: str
+    problems: list[dict] = field(default_factory=list)
+
+    @property
+    def first_bad(self) -> dict | None:
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head": {"seq": self.head_seq, "entry_hash": self.head_hash},
+            "verified_at": self.verified_at,
+            "first_bad": self.first_bad,
+            "problems": self.problems,
+        }
 
 
 @dataclass
@@ -88,11 +115,11 @@ def _blob_refs(seq: int, run_id: str, data: bytes) -> list[tuple]:
     return [(seq, run_id, what, sha256) for what, sha256 in plan_blob_refs(payload)]
 
 
-def check_blobs(ledger, refs: list[tuple]) -> list[dict]:
+def check_blobs(book, refs: list[tuple]) -> list[dict]:
     """Each blob an entry names, read from the `blobs` table and hashed again: missing or changed is a problem."""
     problems = []
     for seq, run_id, what, digest in sorted(refs):
-        with ledger._reading() as conn:
+        with book._reading() as conn:
             row = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :h"), {"h": digest}).first()
         if row is None:
             problems.append({"seq": seq, "run_id": run_id, "problem": f"the {what} blob {digest[:16]}… that the "
@@ -132,26 +159,25 @@ def check_chain(entries: Iterable[tuple]) -> tuple[int, int, str, list[dict]]:
 
 
 def _check_range(db_url: str, low: int, high: int, first: bool) -> Segment:
-    """In a worker process: check the entries with low <= seq <= high (its own connection)."""
-    from ledger.store.ledger import open_ledger
-
-    book = open_ledger(db_url, check_schema=False)
+    """In a worker process: check the entries with low <= seq <= high, through a connection of its own."""
+    engine = make_engine(load_settings(db_url=db_url))
     try:
-        return check_segment(book.iter_entries(low, high, body_bytes=True), expected_seq=low,
-                             prev=ZERO_HASH if first else None)
+        with explained_errors(db_url), engine.connect() as conn:
+            return check_segment(iter_entries(conn, low, high, body_bytes=True), expected_seq=low,
+                                 prev=ZERO_HASH if first else None)
     finally:
-        book.engine.dispose()
+        engine.dispose()
 
 
-def check_chain_parallel(ledger, workers: int | None = None,
+def check_chain_parallel(book, workers: int | None = None,
                          blob_refs: list | None = None) -> tuple[int, int, str, list[dict]]:
     """The chain check split by seq range across processes, one a core: every entry carries its prev_hash, so
     each stretch is checked on its own and the stretches are joined at their ends. The blobs the bodies name
     are added to `blob_refs` when it is given."""
-    low, high = ledger.seq_range()
+    low, high = book.seq_range()
     workers = workers or os.cpu_count() or 1
     if high - low + 1 < PARALLEL_FROM or workers < 2:
-        segment = check_segment(ledger.iter_entries(body_bytes=True))
+        segment = check_segment(book.iter_entries(body_bytes=True))
         if blob_refs is not None:
             blob_refs += segment.blob_refs
         return join_segments([segment])
@@ -159,7 +185,7 @@ def check_chain_parallel(ledger, workers: int | None = None,
 
     step = (high - low + 1 + workers - 1) // workers
     bounds = [(start, min(start + step - 1, high)) for start in range(low, high + 1, step)]
-    url = ledger.engine.url.render_as_string(hide_password=False)
+    url = book.engine.url.render_as_string(hide_password=False)
     with multiprocessing.get_context("fork").Pool(len(bounds)) as pool:
         segments = pool.starmap(_check_range, [(url, a, b, a == low) for a, b in bounds])
     if blob_refs is not None:
@@ -170,18 +196,6 @@ def check_chain_parallel(ledger, workers: int | None = None,
     return join_segments(segments)
 
 
-def fold_all(entries: Iterable[tuple]) -> Iterator[RunRecord]:
-    """Every run's current record, from (seq, run_id, kind, body, prev_hash, entry_hash, ...) in seq order."""
-    by_run: dict[str, list[tuple]] = defaultdict(list)
-    for seq, run_id, _kind, body, prev_hash, entry_hash, *_ in entries:
-        by_run[run_id].append((seq, body, prev_hash, entry_hash))
-    for run_id, run_entries in by_run.items():
-        try:
-            yield fold_entries(run_entries)
-        except ValueError:
-            continue  # facts without a launch: check_chain or the projection check reports them
-
-
 def _rows(conn, sql: str) -> dict[str, list[tuple]]:
     grouped: dict[str, list[tuple]] = defaultdict(list)
     for row in conn.execute(text(sql)):
@@ -189,23 +203,15 @@ def _rows(conn, sql: str) -> dict[str, list[tuple]]:
     return grouped
 
 
-def check_projections(ledger) -> list[dict]:
+def check_projections(book) -> list[dict]:
     """Compare each projection table with what the log implies; one problem per run that disagrees."""
-    from ledger.store.ledger import RUN_COLUMNS
-
-    expected = {r.run_id: build_projection(r) for r in fold_all(ledger.iter_entries())}
-    with ledger._reading() as conn:
+    expected = {r.run_id: build_projection(r) for r in fold_all(book.iter_entries())}
+    with book._reading() as conn:
         actual_runs = _rows(conn, f"SELECT {', '.join(RUN_COLUMNS)} FROM runs")
-        actual = {
-            "params": _rows(conn, "SELECT run_id, key, value FROM params"),
-            "metrics": _rows(conn, "SELECT run_id, key, value FROM metrics"),
-            "data_objects": _rows(
-                conn, "SELECT run_id, channel, key, bucket, version_id, etag, size FROM data_objects"
-            ),
-        }
+        actual = {table: _rows(conn, f"SELECT {', '.join(columns)} FROM {table}")
+                  for table, columns in PROJECTION_TABLES.items()}
     problems = []
-    columns = {"params": ("run_id", "key", "value"), "metrics": ("run_id", "key", "value"),
-               "data_objects": ("run_id", "channel", "key", "bucket", "version_id", "etag", "size")}
+    columns = PROJECTION_TABLES
     for run_id in sorted(set(expected) | set(actual_runs) | {k for t in actual.values() for k in t}):
         want = expected.get(run_id)
         if want is None:
@@ -281,9 +287,9 @@ def plan_guard_problems(dialect: str, found: dict[str, dict]) -> list[dict]:
     return problems
 
 
-def read_guards(ledger) -> dict[str, dict]:
+def read_guards(book) -> dict[str, dict]:
     """The triggers on the entries table as the database describes them now."""
-    with ledger._reading() as conn:
+    with book._reading() as conn:
         if conn.dialect.name == "sqlite":
             rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
                                      "AND tbl_name = 'entries'"))
@@ -295,19 +301,17 @@ def read_guards(ledger) -> dict[str, dict]:
                 for name, definition, enabled, body in rows}
 
 
-def check_guards(ledger) -> list[dict]:
-    return plan_guard_problems(ledger.engine.dialect.name, read_guards(ledger))
+def check_guards(book) -> list[dict]:
+    return plan_guard_problems(book.engine.dialect.name, read_guards(book))
 
 
-def verify(ledger, projections: bool = True):
-    from ledger.store.ledger import VerifyReport
-
+def verify(book, projections: bool = True) -> VerifyReport:
     refs: list[tuple] = []
-    count, head_seq, head_hash, problems = check_chain_parallel(ledger, blob_refs=refs)
-    problems = sorted(problems + check_blobs(ledger, refs), key=lambda p: p["seq"] or 0)[:MAX_PROBLEMS]
+    count, head_seq, head_hash, problems = check_chain_parallel(book, blob_refs=refs)
+    problems = sorted(problems + check_blobs(book, refs), key=lambda p: p["seq"] or 0)[:MAX_PROBLEMS]
     if projections and not problems:
-        problems = check_projections(ledger)
-    problems = problems + check_guards(ledger)  # beside the chain: whatever else was found
+        problems = check_projections(book)
+    problems = problems + check_guards(book)  # beside the chain: whatever else was found
     return VerifyReport(ok=not problems, entries=count, head_seq=head_seq, head_hash=head_hash,
                         verified_at=utc_now(), problems=problems)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect
 
 from ledger.errors import OutdatedSchema, StoreError
+from ledger.store.engine import process_lock
 
 
 def migrations_dir() -> Path:
@@ -50,30 +49,6 @@ def _is_known_revision(revision: str) -> bool:
         return False
 
 
-@contextmanager
-def _migration_lock(engine: Engine, lock_path: Path | None):
-    """One migrator at a time: a file lock beside a SQLite file, an advisory lock on PostgreSQL."""
-    if engine.dialect.name == "sqlite" and lock_path is not None:
-        with open(lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-    elif engine.dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(hashtext('ledger.migrate'))"))
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(hashtext('ledger.migrate'))"))
-                conn.commit()
-    else:
-        yield
-
-
 def upgrade(engine: Engine, revision: str = "head", lock_path: Path | None = None) -> tuple[str | None, str]:
     """Run migrations up to `revision`; returns (revision before, revision after)."""
     import logging
@@ -82,7 +57,7 @@ def upgrade(engine: Engine, revision: str = "head", lock_path: Path | None = Non
 
     # Alembic logs each step at INFO; in a notebook whose root logger is at INFO (SDK 2.x sets that) it is noise.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    with _migration_lock(engine, lock_path):
+    with process_lock(engine, "ledger.migrate", lock_path):  # one migrator at a time
         before = current_revision(engine)
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), revision)

@@ -35,6 +35,7 @@ from sqlalchemy import event, text
 
 from ledger.errors import NotFound
 from ledger.record import RunRecord, sha256_hex, utc_now
+from ledger.store.engine import process_lock
 
 OUTBOX = "mlflow_outbox"
 MIRROR_FACTS = frozenset({"mlflow_run_id", "mlflow_experiment_id", "mlflow_tracking_uri"})
@@ -66,15 +67,15 @@ def save_outbox_rows(conn, entries) -> None:
         conn.info[_PENDING_FLAG] = True  # seen when the connection goes back to the pool, after commit
 
 
-def attach_mirror(ledger) -> None:
+def attach_mirror(book) -> None:
     """Called by open_ledger: the outbox listener, and the best-effort push after commit for a tracking server."""
-    ledger.append_listeners.append(save_outbox_rows)
-    if is_tracking_server(ledger.settings.mlflow_uri):
+    book.append_listeners.append(save_outbox_rows)
+    if is_tracking_server(book.settings.mlflow_uri):
 
-        @event.listens_for(ledger.engine, "checkin")
+        @event.listens_for(book.engine, "checkin")
         def _after_append(_dbapi_connection, connection_record):
             if connection_record is not None and connection_record.info.pop(_PENDING_FLAG, False):
-                _background.schedule(ledger)
+                _background.schedule(book)
 
 
 def is_tracking_server(uri: str) -> bool:
@@ -221,9 +222,9 @@ class MirrorReport:
         return self.__dict__.copy()
 
 
-def pending_runs(ledger) -> dict[str, int]:
+def pending_runs(book) -> dict[str, int]:
     """{run_id: newest outbox row id} of the runs queued and not yet pushed, oldest first."""
-    with ledger._reading() as conn:
+    with book._reading() as conn:
         rows = conn.execute(text(f"SELECT run_id, MIN(id), MAX(id) FROM {OUTBOX} WHERE pushed_at IS NULL "
                                  "GROUP BY run_id ORDER BY MIN(id)")).all()
     return {row[0]: row[2] for row in rows}
@@ -248,23 +249,23 @@ def check_tracking_server(uri: str, timeout: float = 1.0) -> str | None:
     return None if response.ok else f"MLflow at {_redact(uri)} answered /health with {response.status_code}"
 
 
-def push_outbox(ledger, tracking_uri: str | None = None, *, artifacts: bool = True,
+def push_outbox(book, tracking_uri: str | None = None, *, artifacts: bool = True,
                 timeout: float = 5.0) -> MirrorReport:
     """Mirror every queued run to MLflow. Never raises for an MLflow failure: the run stays queued, and the report
     says why. A run that fails alone (say MLflow refuses a value) is marked with its error and retried next time."""
-    uri = tracking_uri or ledger.settings.mlflow_uri
+    uri = tracking_uri or book.settings.mlflow_uri
     report = MirrorReport(tracking_uri=_redact(uri))
-    if not pending_runs(ledger):
+    if not pending_runs(book):
         return report
     report.error = check_tracking_server(uri, timeout)
     if report.error is None:
-        with _push_lock(ledger):
-            _push_pending(ledger, uri, report, artifacts, timeout)
-    report.pending = len(pending_runs(ledger))
+        with _push_lock(book):
+            _push_pending(book, uri, report, artifacts, timeout)
+    report.pending = len(pending_runs(book))
     return report
 
 
-def _push_pending(ledger, uri: str, report: MirrorReport, artifacts: bool, timeout: float) -> None:
+def _push_pending(book, uri: str, report: MirrorReport, artifacts: bool, timeout: float) -> None:
     try:
         from mlflow import MlflowClient
 
@@ -273,22 +274,22 @@ def _push_pending(ledger, uri: str, report: MirrorReport, artifacts: bool, timeo
         report.error = f"cannot open MLflow at {report.tracking_uri}: {type(error).__name__}: {error}"
         return
     experiments: dict[str, str] = {}
-    for run_id, newest in pending_runs(ledger).items():  # read again under the lock: another pusher may have won
+    for run_id, newest in pending_runs(book).items():  # read again under the lock: another pusher may have won
         try:
-            mirror_run(client, ledger, ledger.get(run_id), uri, artifacts=artifacts, experiments=experiments)
+            mirror_run(client, book, book.get(run_id), uri, artifacts=artifacts, experiments=experiments)
         except Exception as error:  # noqa: BLE001 - MLflow failures never fail the ledger
             report.failed[run_id] = f"{type(error).__name__}: {error}".strip()[:2000]
-            _mark(ledger, run_id, newest, report.failed[run_id])
+            _mark(book, run_id, newest, report.failed[run_id])
             report.error = check_tracking_server(uri, timeout)
             if report.error:
                 return  # the server went away: the rest waits for the next push
             continue
-        _mark(ledger, run_id, newest, None)
+        _mark(book, run_id, newest, None)
         report.mirrored.append(run_id)
 
 
-def _mark(ledger, run_id: str, newest: int, error: str | None) -> None:
-    with ledger._writing() as conn:
+def _mark(book, run_id: str, newest: int, error: str | None) -> None:
+    with book._writing() as conn:
         if error is None:
             conn.execute(text(f"UPDATE {OUTBOX} SET pushed_at = :now, attempts = attempts + 1, last_error = NULL "
                               "WHERE run_id = :r AND id <= :newest AND pushed_at IS NULL"),
@@ -300,31 +301,14 @@ def _mark(ledger, run_id: str, newest: int, error: str | None) -> None:
 
 
 @contextmanager
-def _push_lock(ledger):
+def _push_lock(book):
     """One pusher at a time per ledger (two could both create the same MLflow run): a thread lock, and across
     processes an advisory lock on PostgreSQL or a file lock beside the SQLite file."""
-    with _thread_lock:
-        if ledger.engine.dialect.name == "postgresql":
-            with ledger.engine.connect() as conn:
-                conn.execute(text("SELECT pg_advisory_lock(hashtext('ledger.mlflow_push'))"))
-                try:
-                    yield
-                finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(hashtext('ledger.mlflow_push'))"))
-                    conn.commit()
-            return
-        database = ledger.engine.url.database
-        if not database or database == ":memory:":
-            yield
-            return
-        import fcntl
-
-        with open(Path(database).with_name(Path(database).name + ".mlflow-lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    database = book.engine.url.database if book.engine.dialect.name == "sqlite" else None
+    lock_file = Path(database).with_name(Path(database).name + ".mlflow-lock") \
+        if database and database != ":memory:" else None
+    with _thread_lock, process_lock(book.engine, "ledger.mlflow_push", lock_file):
+        yield
 
 
 _thread_lock = threading.RLock()
@@ -356,7 +340,7 @@ def find_mirror_run(client, experiment_id: str, run_id: str):
     return found[0] if found else None
 
 
-def mirror_run(client, ledger, record: RunRecord, uri: str, *, artifacts: bool = True,
+def mirror_run(client, book, record: RunRecord, uri: str, *, artifacts: bool = True,
                experiments: dict[str, str] | None = None) -> str:
     """Make the MLflow run of `record` hold all of it; returns the MLflow run id. Safe to repeat."""
     from mlflow.entities import Metric, Param, RunTag
@@ -378,7 +362,7 @@ def mirror_run(client, ledger, record: RunRecord, uri: str, *, artifacts: bool =
              "mlflow_tracking_uri": _redact(uri)}
     annotations = (record.model_extra or {}).get("annotations") or {}
     if any(annotations.get(k) != v for k, v in facts.items()):
-        record = ledger.annotate(record.run_id, facts)  # the linked id is in `ledger show` and in record.json
+        record = book.annotate(record.run_id, facts)  # the linked id is in `ledger show` and in record.json
 
     params = {k: v for k, v in plan.params.items() if k not in have_params}  # a param is never changed
     tags = {k: v for k, v in plan.tags.items() if have_tags.get(k) != v}
@@ -395,7 +379,7 @@ def mirror_run(client, ledger, record: RunRecord, uri: str, *, artifacts: bool =
     if new_inputs:
         client.log_inputs(mlflow_run_id, datasets=[_dataset_input(d) for d in new_inputs])
     if artifacts:
-        _log_artifacts(client, ledger, record, mlflow_run_id)
+        _log_artifacts(client, book, record, mlflow_run_id)
     if existing is None or existing.info.status != plan.status or existing.info.end_time != plan.end_ms:
         _set_status(client, mlflow_run_id, plan.status, plan.end_ms)
     return mlflow_run_id
@@ -428,7 +412,7 @@ def _dataset_input(spec: dict[str, Any]):
     return DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=spec["name"])])
 
 
-def build_artifact_files(ledger, record: RunRecord) -> dict[str, bytes]:
+def build_artifact_files(book, record: RunRecord) -> dict[str, bytes]:
     """{relative path: bytes}: the record, each channel's manifest, the git diff, the job log."""
     files = {"ledger/record.json": json.dumps(record.to_dict(), indent=2, sort_keys=True).encode("utf-8")}
     for channel, pin in record.pins.data.items():
@@ -439,10 +423,10 @@ def build_artifact_files(ledger, record: RunRecord) -> dict[str, bytes]:
     if record.pins.code.diff_sha256:
         with suppress(NotFound):  # a record whose diff was never stored: its digest is in the tags
             # Redacted when captured; again here for diffs stored by a ledger that did not redact them.
-            files["ledger/code/git.diff"] = redact_bytes(ledger.get_blob(record.pins.code.diff_sha256))[0]
+            files["ledger/code/git.diff"] = redact_bytes(book.get_blob(record.pins.code.diff_sha256))[0]
     log_path = (record.outcome.model_extra or {}).get("log_path")
     candidates = [Path(log_path)] if log_path else []
-    candidates.append(ledger.settings.home / "jobs" / record.job_name / "job.log")
+    candidates.append(book.settings.home / "jobs" / record.job_name / "job.log")
     for path in candidates:
         if path.is_file():
             files["ledger/job.log"] = redact_bytes(path.read_bytes())[0]  # a log from a job run elsewhere too
@@ -450,9 +434,9 @@ def build_artifact_files(ledger, record: RunRecord) -> dict[str, bytes]:
     return files
 
 
-def _log_artifacts(client, ledger, record: RunRecord, mlflow_run_id: str) -> None:
+def _log_artifacts(client, book, record: RunRecord, mlflow_run_id: str) -> None:
     with tempfile.TemporaryDirectory(prefix="ledger-mirror-") as tmp:
-        for relative, data in build_artifact_files(ledger, record).items():
+        for relative, data in build_artifact_files(book, record).items():
             path = Path(tmp) / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
@@ -470,9 +454,9 @@ class _BackgroundPusher:
         self._queued: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
 
-    def schedule(self, ledger) -> None:
+    def schedule(self, book) -> None:
         with self._lock:
-            self._queued[ledger.where] = ledger
+            self._queued[book.where] = book
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._drain, name="ledger-mlflow-mirror", daemon=True)
                 self._thread.start()
@@ -483,9 +467,9 @@ class _BackgroundPusher:
                 if not self._queued:
                     self._thread = None
                     return
-                _, ledger = self._queued.popitem()
+                _, book = self._queued.popitem()
             try:
-                push_outbox(ledger, timeout=3.0)
+                push_outbox(book, timeout=3.0)
             except Exception as error:  # noqa: BLE001 - the outbox keeps the run for `ledger sync`
                 warnings.warn(f"ledger: mirroring to MLflow failed ({error}); `ledger sync` will retry",
                               stacklevel=1)

@@ -4,10 +4,22 @@ so that the three can never disagree about what a projection should hold."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from ledger.record import RunRecord, canonical_json
+from ledger.record import RunRecord, canonical_json, fold_entries
+
+RUN_COLUMNS = (
+    "run_id project job_name backend status created_at created_by image_digest code_commit gap_count "
+    "reproduction_of verdict model_uri model_tree_sha256 params_json metrics_json last_seq last_hash"
+).split()
+PROJECTION_TABLES = {  # the tables of one row per item of a run, and their columns
+    "params": ("run_id", "key", "value"),
+    "metrics": ("run_id", "key", "value"),
+    "data_objects": ("run_id", "channel", "key", "bucket", "version_id", "etag", "size"),
+}
 
 
 @dataclass
@@ -71,3 +83,15 @@ def build_projection(record: RunRecord) -> ProjectionRows:
                 }
             )
     return rows
+
+
+def fold_all(entries: Iterable[tuple]) -> Iterator[RunRecord]:
+    """Pure: every run's current record, from (seq, run_id, kind, body, prev_hash, entry_hash, ...) in seq order."""
+    by_run: dict[str, list[tuple]] = defaultdict(list)
+    for seq, run_id, _kind, body, prev_hash, entry_hash, *_ in entries:
+        by_run[run_id].append((seq, body, prev_hash, entry_hash))
+    for run_entries in by_run.values():
+        try:
+            yield fold_entries(run_entries)
+        except ValueError:
+            continue  # facts without a launch: the chain check or the projection check reports them

@@ -15,6 +15,7 @@ import pandas as pd
 from sqlalchemy import text
 
 from ledger.errors import UsageError
+from ledger.store.entries import chunks, in_clause
 
 RUN_FRAME_COLUMNS = (
     "run_id", "project", "job_name", "backend", "status", "created_at", "created_by", "image_digest",
@@ -166,24 +167,25 @@ def build_where_sql(conditions: list[Condition], dialect: str) -> tuple[list[str
     return clauses, binds
 
 
-def runs_frame(conn, project=None, status=None, where=None, limit=None, since=None, until=None) -> pd.DataFrame:
+def build_run_filters(dialect: str, project: str | None = None, status: str | None = None, since: str | None = None,
+                      until: str | None = None, where: str | None = None) -> tuple[list[str], dict]:
+    """Pure: SQL clauses over `runs` and their bind values for the filters given (since and until as stored UTC
+    text: since inclusive, until exclusive)."""
     clauses, binds = [], {}
-    if project:
-        clauses.append("runs.project = :project")
-        binds["project"] = project
-    if status:
-        clauses.append("runs.status = :status")
-        binds["status"] = status
-    if since:
-        clauses.append("runs.created_at >= :since")
-        binds["since"] = since
-    if until:
-        clauses.append("runs.created_at < :until")
-        binds["until"] = until
+    for name, column, op, value in (("project", "project", "=", project), ("status", "status", "=", status),
+                                    ("since", "created_at", ">=", since), ("until", "created_at", "<", until)):
+        if value:
+            clauses.append(f"runs.{column} {op} :{name}")
+            binds[name] = value
     if where:
-        more, more_binds = build_where_sql(parse_where(where), conn.dialect.name)
+        more, more_binds = build_where_sql(parse_where(where), dialect)
         clauses += more
         binds.update(more_binds)
+    return clauses, binds
+
+
+def runs_frame(conn, project=None, status=None, where=None, limit=None, since=None, until=None) -> pd.DataFrame:
+    clauses, binds = build_run_filters(conn.dialect.name, project, status, since, until, where)
     sql = f"SELECT {', '.join(RUN_FRAME_COLUMNS)}, params_json, metrics_json FROM runs"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
@@ -192,6 +194,36 @@ def runs_frame(conn, project=None, status=None, where=None, limit=None, since=No
         sql += f" LIMIT {int(limit)}"
     rows = conn.execute(text(sql), binds).all()
     return build_runs_frame(rows)
+
+
+def select_run_ids(book, project: str | None = None, since: str | None = None,
+                   until: str | None = None) -> list[str]:
+    """The ids of the runs the filters select, oldest first (every run when there is no filter)."""
+    clauses, binds = build_run_filters(book.engine.dialect.name, project=project, since=since, until=until)
+    sql = "SELECT run_id FROM runs" + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + " ORDER BY run_id"
+    with book._reading() as conn:
+        return [row[0] for row in conn.execute(text(sql), binds)]
+
+
+def related_run_ids(book, run_ids: list[str]) -> list[str]:
+    """These runs, then the reproductions of each and the originals of those that are reproductions, until no
+    run adds another."""
+    included = dict.fromkeys(run_ids)
+    frontier = list(run_ids)
+    with book._reading() as conn:
+        while frontier:
+            found: list[str] = []
+            for chunk in chunks(frontier):
+                marks, binds = in_clause("r", chunk)
+                rows = conn.execute(text(f"SELECT run_id, reproduction_of FROM runs WHERE reproduction_of IN "
+                                         f"({marks}) OR run_id IN ({marks})"), binds)
+                for run_id, original in rows:
+                    for candidate in (run_id, original):
+                        if candidate and candidate not in included:
+                            included[candidate] = None
+                            found.append(candidate)
+            frontier = found
+    return list(included)
 
 
 def build_runs_frame(rows) -> pd.DataFrame:

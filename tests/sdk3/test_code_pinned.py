@@ -9,10 +9,16 @@ from __future__ import annotations
 import boto3
 
 import ledger
-from ledger.content_store import tree_sha256
-from ledger.reproduce import reproduce
-from tests.sdk3.test_model_trainer import OWN_IMAGE, input_data, make_data_bucket, model_trainer, only_record, \
-    publish_image
+from ledger import reproduce
+from ledger.capture.content_store import tree_sha256
+from tests.sdk3.test_model_trainer import (
+    OWN_IMAGE,
+    input_data,
+    make_data_bucket,
+    model_trainer,
+    only_record,
+    publish_image,
+)
 
 
 def files_under(uri: str) -> dict[str, bytes]:

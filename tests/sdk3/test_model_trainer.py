@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 import ledger
-from ledger.content_store import build_tree_digest, tree_sha256
+from ledger.capture.content_store import build_tree_digest, tree_sha256
 from ledger.store.ledger import open_ledger
 from tests.sdk3.conftest import DEFAULT_BUCKET, ROLE, git
 

@@ -1,0 +1,74 @@
+"""What a finished SageMaker job became: its DescribeTrainingJob response as an Outcome, and its model artifact pinned.
+
+    build_outcome_from_description   pure: a DescribeTrainingJob response -> Outcome
+    capture_model_artifact           side effect: read the model archive, pin it by version id, sha256, contents
+
+The local backend builds its outcome from the process it ran (`backends.local.contract.build_local_outcome`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+from ledger.record import ModelArtifact, Outcome
+
+TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return str(value)
+
+
+def build_outcome_from_description(description: dict[str, Any], artifact: ModelArtifact | None = None) -> Outcome:
+    """Pure: a DescribeTrainingJob response as an Outcome."""
+    metrics = {m["MetricName"]: float(m["Value"]) for m in description.get("FinalMetricDataList") or []}
+    uri = (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    return Outcome(
+        status=description.get("TrainingJobStatus"),
+        arn=description.get("TrainingJobArn"),
+        started_at=_iso(description.get("TrainingStartTime")),
+        ended_at=_iso(description.get("TrainingEndTime")),
+        billable_seconds=description.get("BillableTimeInSeconds"),
+        failure_reason=description.get("FailureReason"),
+        metrics=metrics,
+        model_artifact=artifact or (ModelArtifact(uri=uri) if uri else None),
+    )
+
+
+def capture_model_artifact(uri: str, session: Any = None) -> ModelArtifact:
+    """The model archive by version id, sha256 and the digest of its contents. A missing archive is not an error:
+    the artifact keeps its URI and nothing else."""
+    from ledger.capture import client_for
+    from ledger.capture.content_store import sha256_file, tree_sha256
+    from ledger.capture.data import build_version_id, parse_s3_uri
+
+    try:
+        bucket, key = parse_s3_uri(uri)
+        s3 = client_for(session, "s3")
+        with tempfile.TemporaryDirectory(prefix="ledger-model-") as tmp:
+            path = Path(tmp) / "model.tar.gz"
+            response = s3.get_object(Bucket=bucket, Key=key)
+            with open(path, "wb") as handle:
+                for chunk in iter(lambda: response["Body"].read(1 << 20), b""):
+                    handle.write(chunk)
+            return ModelArtifact(uri=uri, version_id=build_version_id(response.get("VersionId")),
+                                 sha256=sha256_file(path), tree_sha256=tree_sha256(path))
+    except Exception:  # noqa: BLE001 - an artifact we cannot read is recorded by URI only
+        return ModelArtifact(uri=uri)
+
+
+def capture_finished_outcome(description: dict[str, Any], session: Any = None) -> Outcome:
+    """The outcome of a job from its DescribeTrainingJob response, with the model artifact pinned when it
+    Completed (SageMaker keeps no model of a failed job)."""
+    uri = (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    completed = description.get("TrainingJobStatus") == "Completed"
+    artifact = capture_model_artifact(uri, session) if uri and completed else None
+    return build_outcome_from_description(description, artifact)
