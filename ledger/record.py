@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from ulid import ULID
 
 SCHEMA_VERSION = 1
@@ -32,6 +33,17 @@ def canonical_json(obj: Any) -> str:
 
 def canonical_bytes(obj: Any) -> bytes:
     return canonical_json(obj).encode("utf-8")
+
+
+def canonical_list_bytes(items: Iterable[Any]) -> bytes:
+    """canonical_bytes(list(items)), built one item at a time: a list of a million objects is never held twice."""
+    out = bytearray(b"[")
+    for n, item in enumerate(items):
+        if n:
+            out += b","
+        out += canonical_bytes(item)
+    out += b"]"
+    return bytes(out)
 
 
 def sha256_hex(data: bytes | str) -> str:
@@ -117,6 +129,9 @@ class DataObject(Part):
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None
+
+
+DATA_OBJECTS = TypeAdapter(list[DataObject])  # a manifest blob read straight into objects
 
 
 class DataChannelPin(Part):
@@ -291,6 +306,18 @@ class RunRecord(Part):
 # --- log entries: what each kind carries, and how a run's entries fold into its record -----------------------
 
 
+# Parts of a record kept as content-addressed blobs (the `blobs` table), each named in the entry by its sha256:
+# repeated across runs (the package list), or long (metric series, manifests of many objects, the git diff). The
+# entry commits to each blob by its digest, and verify hashes every blob an entry names again. Entries written
+# before a part moved out still hold it inline; folding reads both. (what, path of the digest in the payload)
+BLOB_REFERENCES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("git diff", ("pins", "code", "diff_sha256")),
+    ("package list", ("pins", "environment", "packages_sha256")),
+    ("metric series", ("outcome", "metric_series_sha256")),
+)
+INLINE_OBJECTS = 100  # a channel manifest of more objects than this is kept as a blob, not in the entry
+
+
 def launch_payload(record: RunRecord) -> dict[str, Any]:
     """What a run.launched entry carries: the whole record, without `chain` (which exists once the entry does)."""
     payload = record.to_dict()
@@ -298,18 +325,70 @@ def launch_payload(record: RunRecord) -> dict[str, Any]:
     return payload
 
 
-# Blobs a run.launched payload names by sha256 (stored in the ledger's `blobs` table): the body commits to each,
-# and verify re-hashes each. (what, path of its digest in the payload)
-BLOB_REFERENCES: tuple[tuple[str, tuple[str, ...]], ...] = (("git diff", ("pins", "code", "diff_sha256")),)
+def plan_launch_entry(record: RunRecord) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Pure: the payload of a run.launched entry and {sha256: bytes} of its blobs, as `plan_small_payload` makes
+    them from `launch_payload(record)`, but with a large channel's objects written straight into their manifest
+    blob: a listing of a million objects is held once (as the record's), never again as dicts."""
+    large = {name: pin for name, pin in record.pins.data.items() if len(pin.objects) > INLINE_OBJECTS}
+    exclude: dict[str, Any] = {"chain": True}
+    if large:
+        exclude["pins"] = {"data": {name: {"objects"} for name in large}}
+    payload = record.model_dump(mode="json", exclude=exclude)
+    manifests = {}
+    for name, pin in large.items():
+        data = canonical_list_bytes(obj.model_dump(mode="json") for obj in pin.objects)
+        digest = sha256_hex(data)
+        manifests[digest] = data
+        payload["pins"]["data"][name].update(objects_sha256=digest, objects=[])
+    payload, blobs = plan_small_payload("run.launched", payload)
+    return payload, {**manifests, **blobs}
 
 
-# Text that a body naming a blob holds: a body without any is not parsed (verify runs at hashing speed).
-BLOB_MARKS: tuple[bytes, ...] = tuple(f'"{path[-1]}":"'.encode() for _, path in BLOB_REFERENCES) + (b'"kept":true',)
+def blob_bytes(value: Any) -> bytes:
+    """The canonical JSON bytes a part of a record is kept as: its blob's sha256 is theirs."""
+    return canonical_bytes(value)
+
+
+def plan_small_payload(kind: str, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Pure: the payload an entry of `kind` stores, with its package list, metric series and large manifests moved
+    into blobs it names by sha256, and {sha256: bytes} of those blobs. The entry stays small however many runs
+    repeat a package list or however long a series is; the blobs are stored once each."""
+    blobs: dict[str, bytes] = {}
+
+    def keep(part: Any) -> str:
+        data = blob_bytes(part)
+        digest = sha256_hex(data)
+        blobs[digest] = data
+        return digest
+
+    # A copy of each dict on the way to what moves out, the rest shared: the caller's payload is left as it was.
+    payload = dict(payload)
+    outcome = payload.get("outcome") if kind in ("run.launched", "run.finished") else None
+    if isinstance(outcome, dict) and outcome.get("metric_series"):
+        outcome = payload["outcome"] = dict(outcome)
+        outcome["metric_series_sha256"] = keep(outcome.pop("metric_series"))
+    pins = payload.get("pins") if kind == "run.launched" else None
+    if isinstance(pins, dict):
+        pins = payload["pins"] = dict(pins)
+        environment = pins.get("environment") or {}
+        if environment.get("packages"):
+            environment = pins["environment"] = dict(environment)
+            environment["packages_sha256"] = keep(environment.pop("packages"))
+            environment["packages"] = {}
+        data = pins.get("data") or {}
+        large = [name for name, channel in data.items() if len(channel.get("objects") or []) > INLINE_OBJECTS]
+        if large:
+            data = pins["data"] = dict(data)
+            for name in large:
+                channel = data[name] = dict(data[name])
+                channel["objects_sha256"] = keep(channel.pop("objects"))
+                channel["objects"] = []
+    return payload, blobs
 
 
 def plan_blob_refs(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """Pure: (what, sha256) of each blob a run.launched payload names: the git diff, and each file of an SDK 3.x
-    code channel whose bytes the ledger kept."""
+    """Pure: (what, sha256) of each blob an entry's payload names: the git diff, the package list, the metric
+    series, large manifests, and each file of an SDK 3.x code channel whose bytes the ledger kept."""
     refs = []
     for what, path in BLOB_REFERENCES:
         value: Any = payload
@@ -317,12 +396,54 @@ def plan_blob_refs(payload: dict[str, Any]) -> list[tuple[str, str]]:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, str) and value:
             refs.append((what, value))
-    code = (payload.get("pins") or {}).get("code") or {}
+    pins = payload.get("pins") or {}
+    for name, channel in sorted((pins.get("data") or {}).items()):
+        if isinstance(channel, dict) and isinstance(channel.get("objects_sha256"), str):
+            refs.append((f"manifest of data channel {name}", channel["objects_sha256"]))
+    code = pins.get("code") or {}
     for name, channel in sorted((code.get("code_channels") or {}).items()):
         if isinstance(channel, dict) and channel.get("kept") is True:
             refs += [(f"code channel {name} file {o.get('key')}", o["sha256"]) for o in channel.get("objects") or []
                      if isinstance(o, dict) and o.get("sha256")]
     return refs
+
+
+# Text that a body naming a blob holds: a body without any is not parsed (verify runs at hashing speed).
+BLOB_MARKS: tuple[bytes, ...] = tuple(f'"{path[-1]}":"'.encode() for _, path in BLOB_REFERENCES) + (
+    b'"objects_sha256":"', b'"kept":true')
+
+
+def plan_inflation(record: RunRecord, parts: tuple[str, ...] = ("packages", "series", "objects")) -> list[str]:
+    """Pure: the digests of the blobs a folded record names for these parts (those not inline already)."""
+    wanted = []
+    if "packages" in parts and record.pins.environment.model_extra.get("packages_sha256") \
+            and not record.pins.environment.packages:
+        wanted.append(record.pins.environment.model_extra["packages_sha256"])
+    if "series" in parts and record.outcome.model_extra.get("metric_series_sha256") \
+            and "metric_series" not in record.outcome.model_extra:
+        wanted.append(record.outcome.model_extra["metric_series_sha256"])
+    if "objects" in parts:
+        wanted += [pin.model_extra["objects_sha256"] for pin in record.pins.data.values()
+                   if pin.model_extra.get("objects_sha256") and not pin.objects]
+    return wanted
+
+
+def inflate_record(record: RunRecord, blobs: dict[str, bytes]) -> RunRecord:
+    """Pure: the record with the parts its entries keep as blobs put back from `blobs` ({sha256: bytes}); a part
+    whose blob is not given stays out (its digest still names it)."""
+    record = record.model_copy(deep=True)
+    environment, outcome = record.pins.environment, record.outcome
+    digest = environment.model_extra.get("packages_sha256")
+    if digest in blobs and not environment.packages:
+        environment.packages = json.loads(blobs[digest])
+    digest = outcome.model_extra.get("metric_series_sha256")
+    if digest in blobs and "metric_series" not in outcome.model_extra:
+        outcome.metric_series = json.loads(blobs[digest])
+    for pin in record.pins.data.values():
+        digest = pin.model_extra.get("objects_sha256")
+        if digest in blobs and not pin.objects:
+            pin.objects = DATA_OBJECTS.validate_json(blobs[digest])  # no list of dicts on the way
+    return record
 
 
 def build_entry_body(kind: str, run_id: str, payload: dict[str, Any], recorded_at: str | None = None) -> str:

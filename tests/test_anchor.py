@@ -65,13 +65,15 @@ def test_plan_anchor_check():
 
 
 def _truncate(url: str, book, keep: int) -> None:
-    """Delete the newest entries as an administrator could, then rebuild the projections so that `ledger verify`
-    on its own finds nothing wrong: a log cut short is still a valid chain."""
-    tamper(url, ("DELETE FROM entries WHERE seq > :keep", {"keep": keep}))
+    """Delete the newest entries (and their Merkle tree nodes) as an administrator could, then rebuild the
+    projections so that `ledger verify --full` on its own finds nothing wrong: a log cut short is still a valid
+    chain and a valid tree."""
+    tamper(url, ("DELETE FROM entries WHERE seq > :keep", {"keep": keep}),
+           ("DELETE FROM tree_nodes WHERE ((idx + 1) << level) > :keep", {"keep": keep}))
     book.rebuild()
 
 
-def test_truncation_after_an_anchor_is_caught(db_url, tmp_path, capsys):
+def test_truncation_after_an_anchor_is_caught(db_url, tmp_path, capsys, monkeypatch):
     book = open_ledger()
     seed(book)
     head_seq, head_hash = book.head()
@@ -83,7 +85,12 @@ def test_truncation_after_an_anchor_is_caught(db_url, tmp_path, capsys):
     assert run_cli(capsys, "verify", "--anchor", str(tmp_path / "anchors"))[0] == 0
     newest = book.entries()[-1]
     _truncate(db_url, book, head_seq - 2)
-    assert run_cli(capsys, "verify")[0] == 0  # the cut log verifies on its own
+    code, _, err = run_cli(capsys, "verify", "--full")  # this machine remembers the head it verified last
+    assert code == 3 and f"entries {head_seq - 1} to {head_seq} were deleted" in err
+    with monkeypatch.context() as elsewhere:  # a verifier with no memory of this ledger: the same database
+        elsewhere.setenv("LEDGER_DB_URL", book.settings.db_url)
+        elsewhere.setenv("LEDGER_HOME", str(tmp_path / "another-machine"))
+        assert run_cli(capsys, "verify", "--full")[0] == 0  # the cut log verifies on its own
     code, out, err = run_cli(capsys, "verify", "--anchor", f"file://{tmp_path}/anchors/")
     assert code == 3
     assert f"TAMPERED at entry {head_seq} (run {newest.run_id})" in err

@@ -471,7 +471,9 @@ def test_audit_command_writes_each_format_and_infers_it_from_the_name(db_url, tm
 
 
 def _rewrite_chain_from(url: str, book, seq: int, new_body: str) -> None:
-    """A careful forger: change entry `seq` and recompute every hash after it, so the chain verifies again."""
+    """A careful forger: change entry `seq`, recompute every hash after it and the whole Merkle tree, so that the
+    log verifies again."""
+    from ledger import merkle
     from ledger.record import chain_hash
 
     entries = book.entries()
@@ -482,6 +484,12 @@ def _rewrite_chain_from(url: str, book, seq: int, new_body: str) -> None:
         statements.append(("UPDATE entries SET body = :b, prev_hash = :p, entry_hash = :h WHERE seq = :s",
                            {"b": body, "p": prev, "h": new_hash, "s": entry.seq}))
         prev = new_hash
+    tree = merkle.CompactRange()
+    nodes = [row for entry in entries for row in tree.append(merkle.entry_leaf_hash(
+        new_body if entry.seq == seq else entry.body))]
+    statements.append("DELETE FROM tree_nodes")
+    statements += [("INSERT INTO tree_nodes (level, idx, hash) VALUES (:l, :i, :h)", {"l": level, "i": idx, "h": h})
+                   for level, idx, h in nodes]
     tamper(url, *statements)
 
 

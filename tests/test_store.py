@@ -295,7 +295,38 @@ def test_the_parallel_chain_check_finds_what_the_serial_one_finds(six_entries, d
     tamper(db_url, *statements)
     serial = integrity.check_chain(ledger.iter_entries())
     monkeypatch.setattr(integrity, "PARALLEL_FROM", 0)
-    parallel = integrity.check_chain_parallel(ledger, workers=3)
+    parallel = integrity.check_entries(ledger, 1, ledger.seq_range()[1], integrity.ZERO_HASH, workers=3)
     assert parallel[:3] == serial[:3]
     assert parallel[3][:1] == serial[3][:1]  # the same first bad entry, with the same words
     assert bool(parallel[3]) == bool(statements)
+
+
+def test_a_later_fact_touches_only_the_projection_rows_it_changes(db_url):
+    """A run.finished entry updates the run's row and replaces its metrics; its params and data objects, and every
+    other run's rows, are not written."""
+    from sqlalchemy import event
+
+    book = open_ledger(db_url)
+    run = book.append(make_record(1))
+    other = book.append(make_record(2))
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_rest) -> None:
+        statements.append(statement)
+
+    event.listen(book.engine, "before_cursor_execute", seen)
+    try:
+        book.record_outcome(run.run_id, Outcome(status="Completed", metrics={"rmse": 1.5},
+                                                metric_series=[{"name": "rmse", "step": s, "value": 2.0 - s / 10}
+                                                               for s in range(5)]))
+    finally:
+        event.remove(book.engine, "before_cursor_execute", seen)
+    writes = [s for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    touched = {s.split()[2] if s.lstrip().upper().startswith(("INSERT", "DELETE")) else s.split()[1] for s in writes}
+    assert touched <= {"entries", "tree_nodes", "blobs", "runs", "metrics", "mlflow_outbox"}, writes
+    assert not [s for s in writes if "params" in s or "data_objects" in s]
+    assert sum(s.lstrip().upper().startswith("UPDATE RUNS") for s in writes) == 1
+    assert book.get(run.run_id).outcome.metrics == {"rmse": 1.5}
+    assert book.get(other.run_id).status == other.status
+    report = book.verify()
+    assert report.ok, report.problems

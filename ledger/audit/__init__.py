@@ -11,7 +11,7 @@ through its queries and records nothing.
 `from ledger import audit` gives the report API below in one name.
 """
 
-from ledger.audit.check import check_report, load_report_integrity
+from ledger.audit.check import check_report, check_report_offline, load_report_integrity
 from ledger.audit.collect import collect_report, select_run_ids
 from ledger.audit.render import (
     CONTENT_SEAL,
@@ -38,7 +38,7 @@ from ledger.audit.report import (
 
 __all__ = [
     "CONTENT_SEAL", "FORMATS", "PDF_ENGINES", "build_pinning_changes", "build_report", "build_request_summary",
-    "check_report", "collect_report", "find_chromium", "format_from_path", "load_report_integrity",
+    "check_report", "check_report_offline", "collect_report", "find_chromium", "format_from_path", "load_report_integrity",
     "parse_date_bound", "plan_content_sha256", "plan_report_check", "render", "render_html", "render_json",
     "render_markdown", "render_pdf", "report_digest", "save_report", "select_run_ids",
 ]

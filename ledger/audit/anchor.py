@@ -1,8 +1,10 @@
 """Anchors: the chain's head written somewhere the database's administrator cannot rewrite.
 
 The hash chain proves that no entry was changed, but not that the newest entries were not deleted: a log cut after
-entry N is a valid chain. An anchor is the head (seq, hash, time) copied out of the database; a later
-`ledger verify --anchor LOCATION` checks that the log still holds that entry with that hash.
+entry N is a valid chain. An anchor is the head (seq, hash, time) copied out of the database, with the checkpoint of the
+log's Merkle tree then (RFC 9162 root, C2SP checkpoint, signed with `--sign KEY`); a later
+`ledger verify --anchor LOCATION` checks that the log still holds that entry with that hash, that its tree now
+extends the anchored one (a consistency proof), and then only the entries after it.
 
     ledger anchor --to file:///var/backups/ledger/           a new anchor-<seq>-<time>.json in that directory
     ledger anchor --to s3://audit-bucket/ledger/anchors/     an object under Object Lock, where the bucket has it
@@ -25,11 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from ledger import merkle
+from ledger.audit.proofs import build_checkpoint, parse_checkpoint_text
 from ledger.capture import aws_error_code, client_for
 from ledger.errors import AnchorDamaged, LedgerError, NotFound, TamperDetected, UsageError
 from ledger.record import utc_now
 from ledger.store.entries import entries_by_seq
-from ledger.store.integrity import VerifyReport
+from ledger.store.integrity import VerifiedHead, VerifyReport, load_verified_head
 
 ANCHOR_KIND = "ledger.audit.anchor"
 ANCHOR_VERSION = 1
@@ -81,8 +85,10 @@ def parse_location(text: str) -> Location:
     return Location("file", path=raw)
 
 
-def build_anchor(head: dict, entries: int, ledger_where: str | None, anchored_at: str) -> dict:
-    """Pure: the anchor document. `head` is the newest entry: seq, entry_hash, run_id, kind, recorded_at."""
+def build_anchor(head: dict, entries: int, ledger_where: str | None, anchored_at: str,
+                 checkpoint: dict | None = None) -> dict:
+    """Pure: the anchor document. `head` is the newest entry: seq, entry_hash, run_id, kind, recorded_at;
+    `checkpoint` the log's checkpoint then: {origin, tree_size, root_hash, checkpoint (the note text)}."""
     return {
         "kind": ANCHOR_KIND,
         "version": ANCHOR_VERSION,
@@ -90,6 +96,7 @@ def build_anchor(head: dict, entries: int, ledger_where: str | None, anchored_at
         "head": {k: head.get(k) for k in ("seq", "entry_hash", "run_id", "kind", "recorded_at")},
         "entries": entries,
         "ledger": ledger_where,
+        "checkpoint": checkpoint,
         "check": "ledger verify --anchor LOCATION",
     }
 
@@ -147,8 +154,15 @@ def parse_anchor_document(text: str | bytes, where: str) -> dict:
         raise UsageError(f"{where} is not an anchor", "give a file written by ledger anchor, or an audit report")
     if not isinstance(head.get("seq"), int) or not re.fullmatch(r"[0-9a-f]{64}", str(head.get("entry_hash"))):
         raise UsageError(f"{where} holds no head (seq and 64-hex entry_hash)", "give a file written by ledger anchor")
+    checkpoint = document.get("checkpoint") if isinstance(document.get("checkpoint"), dict) else None
+    if checkpoint is not None:
+        parsed = parse_checkpoint_text(str(checkpoint.get("checkpoint") or ""))
+        if parsed.size != head["seq"]:
+            raise UsageError(f"{where} has a checkpoint of {parsed.size} entries and a head at entry {head['seq']}",
+                             "give a file written by ledger anchor")
+        checkpoint = {"tree_size": parsed.size, "root_hash": parsed.root.hex(), "origin": parsed.origin}
     return {"seq": head["seq"], "entry_hash": head["entry_hash"], "run_id": head.get("run_id"),
-            "anchored_at": anchored_at, "where": where, "source": source}
+            "anchored_at": anchored_at, "where": where, "source": source, "checkpoint": checkpoint}
 
 
 def plan_claims_anchor(name: str, data: bytes) -> bool:
@@ -206,8 +220,9 @@ class AnchorWritten:
 
 
 def _head_entry(book) -> tuple[dict, int]:
-    """The newest entry, after checking the chain: an anchor of a log that does not verify would vouch for it."""
-    report = book.verify(check_projections=False)
+    """The newest entry, after checking the log (from the head verified last, if any): an anchor of a log that
+    does not verify would vouch for it."""
+    report = book.verify(check_projections=False, since=load_verified_head(book))
     if not report.ok:
         bad = report.first_bad
         where = f" at entry {bad['seq']} (run {bad['run_id']})" if bad.get("seq") is not None else ""
@@ -224,12 +239,15 @@ def _head_entry(book) -> tuple[dict, int]:
 
 
 def save_anchor(book, to: str, *, mode: str | None = None, retain_days: int | None = None,
-                session: Any = None) -> AnchorWritten:
-    """`ledger anchor --to LOCATION`: write the verified head to a file or an S3 object."""
+                session: Any = None, key_path: str | None = None) -> AnchorWritten:
+    """`ledger anchor --to LOCATION`: write the verified head, and the checkpoint of the log's tree then (signed
+    with the Ed25519 key at `key_path`, if given), to a file or an S3 object."""
     location = parse_location(to)
     head, entries = _head_entry(book)
     anchored_at = utc_now()
-    anchor = build_anchor(head, entries, book.where, anchored_at)
+    checkpoint = build_checkpoint(book, size=head["seq"], key_path=key_path)
+    anchor = build_anchor(head, entries, book.where, anchored_at,
+                          {k: checkpoint[k] for k in ("origin", "tree_size", "root_hash", "checkpoint", "verifier_key")})
     body = (json.dumps(anchor, indent=2, sort_keys=True) + "\n").encode("utf-8")
     if location.scheme == "s3":
         return _save_s3(location, anchor, body, mode, retain_days, session)
@@ -403,16 +421,47 @@ def _read_s3(location: Location, session: Any) -> list[tuple[str, bytes]]:
         raise _aws_failure(err, f"read the anchor at {location.uri()}") from None
 
 
-def check_anchors(book, report, where: str | list[str], session: Any = None):
+def read_all_anchors(where: str | list[str], session: Any = None) -> list[dict]:
+    return [a for location in ([where] if isinstance(where, str) else where) for a in read_anchors(location, session)]
+
+
+def plan_start(anchors: list[dict]) -> VerifiedHead | None:
+    """Pure: the newest anchored checkpoint, where `ledger verify --anchor` starts: what came before it is proven by
+    a consistency proof against the anchored root, what came after is checked entry by entry."""
+    with_checkpoint = [a for a in anchors if a.get("checkpoint")]
+    if not with_checkpoint:
+        return None
+    newest = max(with_checkpoint, key=lambda a: a["seq"])
+    return VerifiedHead(newest["seq"], newest["entry_hash"], newest["checkpoint"]["root_hash"])
+
+
+def check_anchor_checkpoint(book, anchor: dict, head_seq: int) -> dict | None:
+    """The problem an anchored checkpoint shows, or None: the tree now must extend the anchored tree, proven by an
+    RFC 9162 consistency proof from the stored tree against the anchored root."""
+    checkpoint = anchor.get("checkpoint")
+    if not checkpoint or anchor["seq"] > head_seq or anchor["seq"] == 0:
+        return None  # no checkpoint, or a log cut short (plan_anchor_check names it)
+    _, path = book.consistency_proof(anchor["seq"], head_seq)
+    _, root_now = book.tree_root(head_seq)
+    if merkle.verify_consistency(anchor["seq"], head_seq, bytes.fromhex(checkpoint["root_hash"]), root_now, path):
+        return None
+    return {"seq": anchor["seq"], "run_id": anchor.get("run_id"), "anchor": anchor["where"],
+            "problem": (f"the Merkle tree of the first {anchor['seq']} entries is not the one anchored at "
+                        f"{anchor['where']} (root {checkpoint['root_hash'][:16]}…): the consistency proof fails, the "
+                        "log was rewritten at or before that entry")}
+
+
+def check_anchors(book, report, anchors: list[dict]):
     """`ledger verify --anchor`: the verify report with a problem for every anchor the log no longer matches
-    (listed first: an anchor is the outside witness that catches a log cut short)."""
-    anchors = [a for location in ([where] if isinstance(where, str) else where) for a in read_anchors(location, session)]
+    (listed first: an anchor is the outside witness that catches a log cut short or rewritten)."""
     rows = entries_by_seq(book, {a["seq"] for a in anchors})
     head_seq = book.head()[0]
-    found = [p for a in anchors if (p := plan_anchor_check(a, rows.get(a["seq"]), head_seq))]
+    found = [p for a in anchors if (p := plan_anchor_check(a, rows.get(a["seq"]), head_seq)
+                                    or check_anchor_checkpoint(book, a, head_seq))]
     checked = [{**a, "ok": not any(p["anchor"] == a["where"] for p in found)} for a in anchors]
     problems = found + list(report.problems)
-    fields = {k: getattr(report, k) for k in ("entries", "head_seq", "head_hash", "verified_at")}
+    fields = {k: getattr(report, k) for k in ("entries", "head_seq", "head_hash", "verified_at", "scope",
+                                              "checked_from", "root_hash")}
     return AnchoredVerifyReport(ok=not problems, problems=problems, anchors=checked, **fields)
 
 

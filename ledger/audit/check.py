@@ -1,5 +1,6 @@
-"""Checking an audit report: its file read back (JSON, HTML or Markdown, the content digest recomputed) and its
-entries against the log as it is now."""
+"""Checking an audit report: its file read back (JSON, HTML or Markdown, the content digest recomputed), then its
+entries against the log as it is now (`check_report`), or with no database at all against the checkpoint and the
+inclusion proofs the report carries (`check_report_offline`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import re
 from pathlib import Path
 
+from ledger import merkle
+from ledger.audit.proofs import parse_checkpoint_text
 from ledger.audit.render import plan_content_sha256
 from ledger.audit.report import INTEGRITY_KIND, REPORT_KIND, build_integrity_block, plan_report_check, report_digest
 from ledger.errors import NotFound, TamperDetected, UsageError
+from ledger.record import chain_hash, fold_entries
 from ledger.store.entries import entries_after, entries_by_seq
 from ledger.store.integrity import check_chain
 
@@ -71,3 +75,117 @@ def load_report_integrity(path: str | Path) -> tuple[dict, dict | None]:
                              f"content_sha256 {str(sealed)[:16]}…",
                              "ask for the original report, or make a new one with ledger audit")
     return {**block, "content_checked": sealed is not None}, None
+
+
+# --- checking a report offline: the checkpoint and the proofs it carries, no database ----------------------------
+
+
+def plan_record_facts(record) -> dict:
+    """Pure: what a report says of a run that its entries' bodies say directly (no blob needed): who, when, what
+    was sent, the pins' digests, the outcome and the verdict."""
+    pins, outcome = record.pins, record.outcome
+    artifact = outcome.model_artifact
+    return {
+        "run_id": record.run_id, "job_name": record.job_name, "project": record.project, "backend": record.backend,
+        "created_at": record.created_at, "created_by": record.created_by, "reproduction_of": record.reproduction_of,
+        "image_digest": pins.image.digest, "code_commit": pins.code.commit, "diff_sha256": pins.code.diff_sha256,
+        "manifests": {name: channel.manifest_sha256 for name, channel in sorted(pins.data.items())},
+        "hyperparameters": dict(sorted(pins.hyperparameters.items())),
+        "status": outcome.status, "metrics": dict(sorted(outcome.metrics.items())),
+        "model_sha256": artifact.sha256 if artifact else None,
+        "model_tree_sha256": artifact.tree_sha256 if artifact else None,
+        "verdict": record.verdict.result if record.verdict else None,
+    }
+
+
+def plan_section_facts(section: dict) -> dict:
+    """Pure: the same facts as a report's run section states them."""
+    outcome, artifact = section["outcome"], section["outcome"].get("model_artifact") or {}
+    return {
+        "run_id": section["run_id"], "job_name": section["job_name"], "project": section["project"],
+        "backend": section["backend"], "created_at": section["created_at"], "created_by": section["created_by"],
+        "reproduction_of": section["reproduction_of"], "image_digest": section["image"].get("digest"),
+        "code_commit": section["code"].get("commit"), "diff_sha256": section["code"].get("diff_sha256"),
+        "manifests": {d["channel"]: d["manifest_sha256"] for d in section["data"]},
+        "hyperparameters": section["hyperparameters"], "status": outcome["status"], "metrics": outcome["metrics"],
+        "model_sha256": artifact.get("sha256"), "model_tree_sha256": artifact.get("tree_sha256"),
+        "verdict": (section.get("verdict") or {}).get("result"),
+    }
+
+
+def check_report_offline(block: dict, report: dict | None, verifier_key: str | None = None) -> dict:
+    """Pure: a report checked with nothing but itself (and the ledger's verifier key, to check the checkpoint's
+    signature): each included entry's leaf must be in the checkpointed tree (RFC 9162 inclusion proof); in the
+    JSON form, which carries the bodies, each body must hash to its leaf and entry hash, and each run section
+    must say what its bodies say."""
+    checkpoint = block.get("checkpoint")
+    if not checkpoint:
+        raise UsageError("this report carries no checkpoint (it was made by an older ledger): it can only be "
+                         "checked against the ledger", "check it with: ledger audit check FILE (without --offline)")
+    parsed = parse_checkpoint_text(checkpoint["checkpoint"], verifier_key)
+    problems: list[dict] = []
+
+    def problem(seq, run_id, what):
+        problems.append({"seq": seq, "run_id": run_id, "problem": what})
+
+    if (block.get("head") or {}).get("seq") not in (None, parsed.size):
+        problem(None, None, f"the report's head (entry {block['head']['seq']}) is not its checkpoint's tree size "
+                            f"({parsed.size})")
+    bodies = {e["seq"]: e for e in (report or {}).get("integrity", {}).get("included_entries", []) if "body" in e}
+    entries = block.get("included_entries") or []
+    for entry in entries:
+        seq, run_id = int(entry["seq"]), entry.get("run_id")
+        if "audit_path" not in entry:
+            problem(seq, run_id, f"entry {seq} carries no inclusion proof")
+            continue
+        leaf = bytes.fromhex(entry.get("leaf_hash") or "00")
+        full = bodies.get(seq)
+        if full is not None:
+            body = full["body"]
+            if merkle.entry_leaf_hash(body) != leaf:
+                problem(seq, run_id, f"the body of entry {seq} does not hash to its leaf: the body was changed")
+                continue
+            if chain_hash(full["prev_hash"], body) != full["entry_hash"]:
+                problem(seq, run_id, f"the body of entry {seq} does not hash to its entry hash: the body was changed")
+                continue
+        path = [bytes.fromhex(node) for node in entry["audit_path"]]
+        if not merkle.verify_inclusion(leaf, seq - 1, parsed.size, path, parsed.root):
+            problem(seq, run_id, f"entry {seq} is not in the log the checkpoint describes (root "
+                                 f"{parsed.root.hex()[:16]}…): its body or its proof was changed")
+    if report is not None and not problems:
+        problems += _check_sections(report, bodies)
+    problems.sort(key=lambda p: (p["seq"] is None, p["seq"] or 0))
+    return {
+        "ok": not problems,
+        "offline": True,
+        "report_digest": block.get("report_digest"),
+        "report_generated_at": block.get("generated_at"),
+        "content_checked": bool(block.get("content_checked")),
+        "checkpoint": {"origin": parsed.origin, "tree_size": parsed.size, "root_hash": parsed.root.hex(),
+                       "signature": "verified with the key given" if verifier_key else
+                       "not checked: give the ledger's verifier key with --key"},
+        "entries_checked": len(entries),
+        "sections_checked": len((report or {}).get("runs") or []) if report is not None else 0,
+        "problems": problems,
+        "first_bad": problems[0] if problems else None,
+    }
+
+
+def _check_sections(report: dict, bodies: dict[int, dict]) -> list[dict]:
+    """Each run section of a JSON report against the record its included bodies fold into."""
+    by_run: dict[str, list[tuple]] = {}
+    for seq, entry in sorted(bodies.items()):
+        by_run.setdefault(entry["run_id"], []).append((seq, entry["body"], entry["prev_hash"], entry["entry_hash"]))
+    problems = []
+    for section in report.get("runs") or []:
+        run_entries = by_run.get(section["run_id"])
+        if not run_entries:
+            problems.append({"seq": None, "run_id": section["run_id"], "problem": "the report has no entries of "
+                             "this run to check its section against"})
+            continue
+        stated, recorded = plan_section_facts(section), plan_record_facts(fold_entries(run_entries))
+        differing = sorted(k for k in stated if stated[k] != recorded[k])
+        if differing:
+            problems.append({"seq": run_entries[-1][0], "run_id": section["run_id"], "problem": "the report says "
+                             f"of this run what its entries do not: {', '.join(differing)}"})
+    return problems

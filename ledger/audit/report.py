@@ -31,6 +31,9 @@ VERDICTS = ("IDENTICAL", "EQUIVALENT", "DIVERGED", "UNVERIFIABLE")
 DEFAULT_MANIFEST_ROWS = 500
 CHAIN_RULE = ("entry_hash = sha256(prev_hash + sha256(body)), as lowercase hex text; the first entry's prev_hash "
               "is 64 zeros")
+TREE_RULE = ("RFC 9162 section 2.1: leaf hash = SHA-256(0x00 || body as stored, UTF-8), interior hash = "
+             "SHA-256(0x01 || left || right), leaves in seq order (leaf index seq - 1); each entry's audit path "
+             "proves its leaf is in the tree of the checkpoint (2.1.3.2)")
 
 # What a reviewer asks, where the EU AI Act (Regulation 2024/1689, Annex IV: technical documentation of a high-risk
 # AI system) and the Federal Reserve's SR 11-7 (Supervisory Guidance on Model Risk Management, 2011) ask it, and
@@ -81,12 +84,14 @@ REVIEWER_MAP_NOTE = ("This table points to evidence; it is not legal advice. Ann
 
 def build_report(records: Iterable[RunRecord], *, verify: Any = None, entries: Iterable[Any] | None = None,
                  scope: dict | None = None, generated_at: str | None = None, generated_by: str | None = None,
-                 ledger_where: str | None = None, ledger_version: str | None = None) -> dict:
+                 ledger_where: str | None = None, ledger_version: str | None = None,
+                 checkpoint: dict | None = None) -> dict:
     """Pure: the report of these runs (originals and reproductions) as plain JSON data, with its digest.
 
     `verify` is a VerifyReport (or its `to_dict()`) made when the report was; `entries` are the runs' log entries,
-    each with seq, run_id, kind, recorded_at, prev_hash and entry_hash (EntryRow or dict); without them each run's
-    newest entry (its `chain`) stands in.
+    each with seq, run_id, kind, recorded_at, prev_hash and entry_hash (EntryRow or dict), and where known its
+    body, leaf_hash and audit_path in the tree of `checkpoint` ({origin, tree_size, root_hash, checkpoint (the
+    note text), verifier_key}); without entries each run's newest entry (its `chain`) stands in.
     """
     records = list(records)
     if not records:
@@ -129,7 +134,7 @@ def build_report(records: Iterable[RunRecord], *, verify: Any = None, entries: I
         "summary": build_summary(records, reproductions),
         "reviewer_map": {"rows": [dict(row) for row in REVIEWER_MAP], "note": REVIEWER_MAP_NOTE},
         "runs": runs,
-        "integrity": build_integrity(verify, entry_rows),
+        "integrity": build_integrity(verify, entry_rows, checkpoint),
         "appendix": {"manifests": manifests, "environments": environments},
     }
     report["digest"] = report_digest(report)
@@ -164,12 +169,13 @@ def _report_order(records: list[RunRecord], by_id: dict, reproductions: dict) ->
 
 
 def _entry_dicts(entries: Iterable[Any] | None, records: list[RunRecord]) -> list[dict]:
-    keys = ("seq", "run_id", "kind", "recorded_at", "prev_hash", "entry_hash")
+    keys = ("seq", "run_id", "kind", "recorded_at", "prev_hash", "entry_hash", "body", "leaf_hash", "audit_path")
     if entries is None:
         rows = [{"seq": r.chain.seq, "run_id": r.run_id, "kind": None, "recorded_at": None,
                  "prev_hash": r.chain.prev_hash, "entry_hash": r.chain.entry_hash} for r in records if r.chain]
     else:
         rows = [{k: (e.get(k) if isinstance(e, dict) else getattr(e, k, None)) for k in keys} for e in entries]
+        rows = [{k: v for k, v in row.items() if v is not None or k in keys[:6]} for row in rows]
     return sorted(rows, key=lambda e: e["seq"])
 
 
@@ -451,8 +457,9 @@ def _build_environments(records: list[RunRecord]) -> tuple[list[dict], dict]:
     return list(environments.values()), ref_of
 
 
-def build_integrity(verify: Any, entries: list[dict]) -> dict:
-    """The verify result at report time, the head, and every included entry's seq and hash."""
+def build_integrity(verify: Any, entries: list[dict], checkpoint: dict | None = None) -> dict:
+    """The verify result at report time, the head, every included entry's seq and hash, and where there is one
+    the checkpoint of the log's Merkle tree with each included entry's inclusion proof in it."""
     result = verify.to_dict() if hasattr(verify, "to_dict") else verify
     return {
         "verified": result is not None,
@@ -462,8 +469,11 @@ def build_integrity(verify: Any, entries: list[dict]) -> dict:
         "head": result.get("head") if result else None,
         "problems": list(result.get("problems") or []) if result else [],
         "rule": CHAIN_RULE,
+        "tree_rule": TREE_RULE,
+        "checkpoint": checkpoint,
         "included_entries": entries,
-        "check_later": "ledger audit check REPORT   (the JSON, HTML or Markdown form of this report)",
+        "check_later": "ledger audit check REPORT   (the JSON, HTML or Markdown form of this report); with "
+                       "--offline, without the database: the checkpoint and every entry's inclusion proof",
     }
 
 
@@ -476,7 +486,9 @@ def build_integrity_block(report: dict) -> dict:
         "generated_at": report.get("generated_at"),
         "head": integrity.get("head"),
         "ok": integrity.get("ok"),
-        "included_entries": [{k: e[k] for k in ("seq", "run_id", "kind", "entry_hash")}
+        "checkpoint": integrity.get("checkpoint"),
+        "included_entries": [{k: e[k] for k in ("seq", "run_id", "kind", "prev_hash", "entry_hash", "leaf_hash",
+                                                "audit_path") if k in e}
                              for e in integrity["included_entries"]],
     }
 

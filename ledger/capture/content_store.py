@@ -25,6 +25,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import zlib
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,19 +88,56 @@ def tree_entries(path_or_tar: str | Path) -> dict[str, tuple[str, str]]:
                     executable = item.stat().st_mode & stat.S_IXUSR
                     entries[relative] = (EXECUTABLE_MODE if executable else FILE_MODE, sha256_file(item))
         return entries
-    with tarfile.open(path, "r:*") as tar:
+    with open(path, "rb") as handle:
+        return _tar_entries(handle)
+
+
+def _tar_entries(stream) -> dict[str, tuple[str, str]]:
+    """tree_entries of a tar (any compression) read once, front to back: a stream is enough."""
+    entries: dict[str, tuple[str, str]] = {}
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             name = _normal_member_name(member.name)
+            mode = EXECUTABLE_MODE if member.mode & stat.S_IXUSR else FILE_MODE
             if member.issym():
                 entries[name] = (SYMLINK_MODE, hashlib.sha256(os.fsencode(member.linkname)).hexdigest())
-            elif member.isfile() or member.islnk():
-                mode = EXECUTABLE_MODE if member.mode & stat.S_IXUSR else FILE_MODE
-                try:
-                    data = tar.extractfile(member)
-                except KeyError:  # a hard link to a file the archive does not hold: record what it names
-                    data = io.BytesIO(b"missing link target: " + os.fsencode(member.linkname))
-                entries[name] = (mode, hashlib.file_digest(data, "sha256").hexdigest())
+            elif member.islnk():  # a hard link is the file it names, which an archive holds before the link
+                target = entries.get(_normal_member_name(member.linkname))
+                missing = hashlib.sha256(b"missing link target: " + os.fsencode(member.linkname)).hexdigest()
+                entries[name] = (mode, target[1] if target else missing)
+            elif member.isfile():
+                entries[name] = (mode, hashlib.file_digest(tar.extractfile(member), "sha256").hexdigest())
     return entries
+
+
+class _HashingReader(io.RawIOBase):
+    """A readable stream that hashes what passes through it."""
+
+    def __init__(self, source):
+        self.source, self.sha256 = source, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.source.read(len(buffer))
+        self.sha256.update(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def digest_archive_stream(source) -> tuple[str, str | None]:
+    """(sha256, tree_sha256) of an archive read once from a stream (an S3 body): no copy on disk or in memory,
+    however large. tree_sha256 is None when the bytes are not a tar archive; the sha256 is always of every byte."""
+    reader = _HashingReader(source)
+    buffered = io.BufferedReader(reader, _CHUNK)
+    try:
+        tree = build_tree_digest(_tar_entries(buffered))
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error):
+        tree = None
+    while buffered.read(_CHUNK):  # what tar reading left unread (end-of-archive padding, or all of a non-tar)
+        pass
+    return reader.sha256.hexdigest(), tree
 
 
 def tree_sha256(path_or_tar: str | Path) -> str:
@@ -377,9 +416,14 @@ def build_file_pin(uri: str, objects: list[dict], manifest_sha256: str) -> dict:
     }
 
 
-def manifest_digest(objects: list[dict]) -> str:
-    """sha256 of the canonical JSON of the sorted objects list; the manifest is stored under this digest."""
-    return hashlib.sha256(canonical_bytes(objects)).hexdigest()
+def manifest_digest(objects: Iterable[dict]) -> str:
+    """sha256 of the canonical JSON of the sorted objects list; the manifest is stored under this digest. Hashed an
+    object at a time: a listing of a million objects is not copied into one text first."""
+    sha256 = hashlib.sha256(b"[")
+    for n, obj in enumerate(objects):
+        sha256.update(b"," + canonical_bytes(obj) if n else canonical_bytes(obj))
+    sha256.update(b"]")
+    return sha256.hexdigest()
 
 
 def list_channel_files(root: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:

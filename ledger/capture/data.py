@@ -50,10 +50,10 @@ def plan_manifest_sha256(objects: list[DataObject]) -> str:
     """sha256 of the canonical JSON of the objects' [{key, version_id, etag, size}], sorted by key."""
     from ledger.capture.content_store import manifest_digest  # one rule for every manifest the ledger digests
 
-    return manifest_digest([
+    return manifest_digest(
         {"key": o.key, "version_id": o.version_id, "etag": o.etag, "size": o.size}
         for o in sorted(objects, key=lambda o: o.key)
-    ])
+    )
 
 
 def build_channel_pin(uri: str, kind: str, objects: list[DataObject], **extra: Any) -> DataChannelPin:

@@ -8,9 +8,7 @@ The local backend builds its outcome from the process it ran (`backends.local.co
 
 from __future__ import annotations
 
-import tempfile
 from datetime import timezone
-from pathlib import Path
 from typing import Any
 
 from ledger.record import ModelArtifact, Outcome
@@ -44,23 +42,19 @@ def build_outcome_from_description(description: dict[str, Any], artifact: ModelA
 
 
 def capture_model_artifact(uri: str, session: Any = None) -> ModelArtifact:
-    """The model archive by version id, sha256 and the digest of its contents. A missing archive is not an error:
-    the artifact keeps its URI and nothing else."""
+    """The model archive by version id, sha256 and the digest of its contents, read once as it streams from S3
+    (no copy on disk, memory bounded however large the archive). A missing archive is not an error: the artifact
+    keeps its URI and nothing else; bytes that are not a tar archive keep their sha256 and no tree digest."""
     from ledger.capture import client_for
-    from ledger.capture.content_store import sha256_file, tree_sha256
+    from ledger.capture.content_store import digest_archive_stream
     from ledger.capture.data import build_version_id, parse_s3_uri
 
     try:
         bucket, key = parse_s3_uri(uri)
-        s3 = client_for(session, "s3")
-        with tempfile.TemporaryDirectory(prefix="ledger-model-") as tmp:
-            path = Path(tmp) / "model.tar.gz"
-            response = s3.get_object(Bucket=bucket, Key=key)
-            with open(path, "wb") as handle:
-                for chunk in iter(lambda: response["Body"].read(1 << 20), b""):
-                    handle.write(chunk)
-            return ModelArtifact(uri=uri, version_id=build_version_id(response.get("VersionId")),
-                                 sha256=sha256_file(path), tree_sha256=tree_sha256(path))
+        response = client_for(session, "s3").get_object(Bucket=bucket, Key=key)
+        sha256, tree = digest_archive_stream(response["Body"])
+        return ModelArtifact(uri=uri, version_id=build_version_id(response.get("VersionId")), sha256=sha256,
+                             tree_sha256=tree)
     except Exception:  # noqa: BLE001 - an artifact we cannot read is recorded by URI only
         return ModelArtifact(uri=uri)
 

@@ -17,11 +17,14 @@ def anchor_command(
                                                             "(default: the bucket's, else COMPLIANCE)."),
     retain_days: Optional[int] = typer.Option(None, "--retain-days", help="S3 Object Lock retention in days "
                                                                           "(default: the bucket's, else 3650)."),
+    sign: Optional[str] = typer.Option(None, "--sign", help="Sign the anchored checkpoint with this Ed25519 "
+                                                            "private key (ledger audit keygen KEYFILE)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ):
-    """Write the verified head of the log (seq, hash, time) to a file or to S3, under Object Lock where the bucket
-    has it. `ledger verify --anchor LOCATION` then catches a log whose newest entries were deleted."""
-    written = save_anchor(open_book(), to, mode=mode, retain_days=retain_days)
+    """Write the verified head of the log (seq, hash, time) and its checkpoint (the Merkle root) to a file or to S3,
+    under Object Lock where the bucket has it. `ledger verify --anchor LOCATION` then catches a log whose newest
+    entries were deleted or whose older ones were rewritten, and checks only the entries after the anchor."""
+    written = save_anchor(open_book(), to, mode=mode, retain_days=retain_days, key_path=sign)
     if as_json:
         print_json(written.to_dict())
         return

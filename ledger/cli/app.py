@@ -33,6 +33,7 @@ EXIT_CODES: tuple[tuple[type[LedgerError], int], ...] = (
 # plugin would be. The order is the order of `ledger --help`.
 COMMAND_AREAS: tuple[str, ...] = (
     "runs", "diff", "verify", "sync", "db", "run", "reproduce", "demo", "dashboard", "audit", "lineage", "anchor",
+    "proof",
 )
 
 

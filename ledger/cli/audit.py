@@ -57,8 +57,8 @@ def report_command(
     until: Optional[str] = typer.Option(None, help="Only runs launched up to this date (inclusive) or before this time."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="html | pdf | md | json (default: from -o's suffix)."),
     output: str = typer.Option(..., "--output", "-o", help="The file to write."),
-    sign: Optional[str] = typer.Option(None, "--sign", help="Sign the report with this Ed25519 private key; "
-                                                            "writes FILE.sig."),
+    sign: Optional[str] = typer.Option(None, "--sign", help="Sign the report with this Ed25519 private key "
+                                                            "(writes FILE.sig), and the log's checkpoint in it."),
     pdf_engine: str = typer.Option("auto", "--pdf-engine", help="auto | weasyprint | chromium."),
     manifest_rows: int = typer.Option(500, "--manifest-rows", help="Objects listed per manifest in HTML, PDF and "
                                                                   "Markdown (the JSON lists all)."),
@@ -75,7 +75,7 @@ def report_command(
     if sign:  # fail before the work, not after it
         load_private_key(sign)
     book = open_book()
-    report = audit.collect_report(book, runs or [], project=project, since=since, until=until)
+    report = audit.collect_report(book, runs or [], project=project, since=since, until=until, checkpoint_key=sign)
     path = audit.save_report(report, output, fmt, manifest_rows=manifest_rows, pdf_engine=pdf_engine)
     signature = None
     if sign:
@@ -120,28 +120,50 @@ def verify_report_command(
 @audit_app.command("check")
 def check_report_command(
     file: str = typer.Argument(..., help="A report (JSON, HTML or Markdown) made by ledger audit."),
+    offline: bool = typer.Option(False, "--offline", help="Check the report with no database: the checkpoint and "
+                                                          "every entry's inclusion proof it carries."),
+    key: Optional[str] = typer.Option(None, "--key", help="With --offline: the ledger's checkpoint verifier key "
+                                                          "(NAME+HASH+KEY, from ledger checkpoint --sign)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Check that the log still holds every entry a report names, unchanged: exit 3 naming the first that is not.
-    Entries recorded after the report (a later verdict) are listed, not failures."""
-    block, _report = audit.load_report_integrity(file)
-    result = audit.check_report(open_book(), block)
+    Entries recorded after the report (a later verdict) are listed, not failures. With --offline, check the report
+    against the checkpoint and proofs it carries, without the database."""
+    block, report = audit.load_report_integrity(file)
+    if offline:
+        result = audit.check_report_offline(block, report, key)
+    else:
+        if key:
+            raise UsageError("--key goes with --offline", "add --offline, or leave --key out")
+        result = audit.check_report(open_book(), block)
     if as_json:
         print_json(result)
     if not result["ok"]:
         bad = result["first_bad"]
-        raise TamperDetected(f"CHANGED since the report: entry {bad['seq']} (run {bad['run_id']}): {bad['problem']}",
-                             "the log no longer matches the report; restore the database from a backup")
-    if not as_json:
-        say(f"OK: the {result['entries_checked']} entries the report of {result['report_generated_at']} names are "
-             f"unchanged (head then: entry {result['report_head'].get('seq')}); {result['appended_since']} "
-             f"entries recorded since")
-        for fact in result["newer_facts"]:
-            say(f"  since the report: entry {fact['seq']} {fact['kind']} of run {fact['run_id']} "
-                 f"({fact['recorded_at']})")
+        where = f"entry {bad['seq']} (run {bad['run_id']})" if bad.get("seq") is not None else f"run {bad['run_id']}"
+        raise TamperDetected(f"CHANGED since the report: {where}: {bad['problem']}",
+                             "the log no longer matches the report; restore the database from a backup" if not offline
+                             else "the report is not what the ledger recorded: ask for the original report")
+    if as_json:
+        return
+    if offline:
+        checkpoint = result["checkpoint"]
+        say(f"OK: the {result['entries_checked']} entries the report of {result['report_generated_at']} names are in "
+            f"the log of {checkpoint['tree_size']} entries with root {checkpoint['root_hash']} (its checkpoint); "
+            f"{result['sections_checked']} run section(s) say what their entries say; checkpoint signature "
+            f"{checkpoint['signature']}")
         if not result["content_checked"]:
-            say("  not checked: the report's own text (it carries no content digest: made by an older ledger); "
-                 "check its signature with ledger audit verify FILE --key PUBKEY")
+            say("  not checked: the report's own text (it carries no content digest)")
+        return
+    say(f"OK: the {result['entries_checked']} entries the report of {result['report_generated_at']} names are "
+        f"unchanged (head then: entry {result['report_head'].get('seq')}); {result['appended_since']} "
+        f"entries recorded since")
+    for fact in result["newer_facts"]:
+        say(f"  since the report: entry {fact['seq']} {fact['kind']} of run {fact['run_id']} "
+            f"({fact['recorded_at']})")
+    if not result["content_checked"]:
+        say("  not checked: the report's own text (it carries no content digest: made by an older ledger); "
+            "check its signature with ledger audit verify FILE --key PUBKEY")
 
 
 @audit_app.command("keygen")

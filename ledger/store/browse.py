@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 
 from ledger.store import query
-from ledger.store.entries import chunks, entries_by_seq, in_clause
+from ledger.store.engine import chunks, in_clause
+from ledger.store.entries import entries_by_seq
 
 # --- filters --------------------------------------------------------------------------------------------------
 

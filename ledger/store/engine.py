@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import itertools
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def make_engine(settings: Settings) -> Engine:
             if access == "rw":
                 cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB, not 2: the indexes of 100,000 runs stay in memory
+            cursor.execute(f"PRAGMA cache_size=-{QUERY_CACHE_KIB}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -176,13 +177,13 @@ def collector_paused():
             gc.enable()
 
 
-def insert_many(conn, table: str, columns: tuple[str, ...] | list[str], rows: list[dict]) -> None:
-    """One executemany straight to the driver: text() binds each of thousands of rows one by one."""
-    if not rows:
-        return
+def insert_many(conn, table: str, columns: tuple[str, ...] | list[str], rows: Iterable[dict]) -> None:
+    """executemany straight to the driver (text() binds each of thousands of rows one by one), 10,000 rows at a
+    time: rows made as they are read (a million data objects) are never all held at once."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+    for batch in chunks((tuple(row[c] for c in columns) for row in rows), 10_000):
+        conn.exec_driver_sql(sql, batch)
 
 
 
@@ -213,3 +214,38 @@ def process_lock(engine: Engine, name: str, lock_file: Path | None) -> Iterator[
                 fcntl.flock(handle, fcntl.LOCK_UN)
     else:
         yield
+
+
+CHUNK = 500  # values in one IN (...) list
+
+
+# SQLite's page cache a connection keeps: 64 MiB for queries (the indexes of 100,000 runs stay in memory, not 2), 4
+# for one pass over a table (a scan reads each page once; verify holds several, which would otherwise each grow
+# to 64 MiB with the log).
+QUERY_CACHE_KIB, SCAN_CACHE_KIB = 65_536, 4_096
+
+
+@contextmanager
+def scan_cache(conn) -> Iterator[None]:
+    """A connection with a small page cache while it scans, given back with the query cache."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{SCAN_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{QUERY_CACHE_KIB}")
+
+
+def chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
+    """Lists of `size` items (the last shorter), taken from any iterable as they come."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def in_clause(prefix: str, values: list) -> tuple[str, dict]:
+    """(':p0,:p1,...', {p0: v0, ...}) for `IN (...)`."""
+    marks = ",".join(f":{prefix}{i}" for i in range(len(values)))
+    return marks, {f"{prefix}{i}": v for i, v in enumerate(values)}

@@ -29,23 +29,36 @@ from ledger.record import (
     build_entry_body,
     chain_hash,
     fold_entries,
-    launch_payload,
+    inflate_record,
+    plan_inflation,
+    plan_launch_entry,
+    plan_small_payload,
     sha256_hex,
     utc_now,
 )
-from ledger.store import entries, integrity, migrate, mlflow_sink, query
+from ledger.store import entries, integrity, migrate, mlflow_sink, query, tree
+from ledger.store.blobs import read_blobs, save_blobs
 from ledger.store.engine import (
     READ_ONLY_SQLSTATES,
+    chunks,
     collector_paused,
     explain_write_error,
     explained_errors,
+    in_clause,
     insert_many,
     lock_path,
     make_engine,
     read_only_error,
 )
-from ledger.store.integrity import VerifyReport
-from ledger.store.projection import PROJECTION_TABLES, RUN_COLUMNS, ProjectionRows, build_projection, fold_all
+from ledger.store.integrity import VerifiedHead, VerifyReport
+from ledger.store.projection import (
+    PROJECTION_TABLES,
+    RUN_COLUMNS,
+    FactUpdate,
+    ProjectionRows,
+    build_fact_update,
+    build_projection,
+)
 
 ENTRY_COLUMNS = ("seq", "run_id", "kind", "body", "prev_hash", "entry_hash", "recorded_at")
 SCHEMA_CHECKS = (True, False, "on use")
@@ -158,8 +171,10 @@ class Ledger:
         row = conn.execute(text("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1")).first()
         return (row[0], row[1]) if row else (0, ZERO_HASH)
 
-    def _append(self, conn, items: list[tuple[str, str, dict]]) -> list[EntryRow]:
-        """Insert entries for (kind, run_id, payload) items after the current head, in one transaction."""
+    def _append(self, conn, items: list[tuple[str, str, dict]], blobs: dict[str, bytes]) -> list[EntryRow]:
+        """Insert entries for (kind, run_id, payload) items after the current head, in one transaction, with the
+        blobs their payloads name (planned small by `plan_launch_entry` or `plan_small_payload`) and their Merkle
+        leaves."""
         seq, prev = self._head(conn)
         rows = []
         for kind, run_id, payload in items:
@@ -169,7 +184,9 @@ class Ledger:
             entry_hash = chain_hash(prev, body)
             rows.append(EntryRow(seq, run_id, kind, body, prev, entry_hash, recorded_at))
             prev = entry_hash
+        save_blobs(conn, blobs)
         insert_many(conn, "entries", ENTRY_COLUMNS, [row.__dict__ for row in rows])
+        tree.append_leaves(conn, rows[0].seq - 1, [row.body for row in rows])
         for listener in self.append_listeners:
             listener(conn, rows)
         return rows
@@ -182,11 +199,15 @@ class Ledger:
         """Record many launched runs in one transaction (imports, benchmarks): one lock, one commit."""
         records = list(records)
         with collector_paused(), self._writing() as conn:
-            payloads = [("run.launched", record.run_id, launch_payload(record)) for record in records]
             known = self._existing_run_ids(conn, [r.run_id for r in records])
             if known:
                 raise UsageError(f"run {sorted(known)[0]} is already recorded", "a new run needs a new run_id")
-            rows = self._append(conn, payloads)
+            items, blobs = [], {}
+            for record in records:
+                payload, kept = plan_launch_entry(record)
+                items.append(("run.launched", record.run_id, payload))
+                blobs.update(kept)
+            rows = self._append(conn, items, blobs)
             saved = [
                 record.model_copy(update={"chain": _chain_ref(row)}) for record, row in zip(records, rows, strict=True)
             ]
@@ -213,17 +234,26 @@ class Ledger:
         return self._append_fact(run_ref, "run.annotated", dict(facts))
 
     def _append_fact(self, run_ref: str, kind: str, payload: dict) -> RunRecord:
+        """A later fact about a run: its entry, and only the projection rows it changes."""
         run_id = self.resolve(run_ref)
         with self._writing() as conn:
-            self._append(conn, [(kind, run_id, payload)])
-            record = self._fold(conn, run_id)
-            self._save_projections(conn, [build_projection(record)], replace=True)
-        return record
+            small, blobs = plan_small_payload(kind, payload)
+            [row] = self._append(conn, [(kind, run_id, small)], blobs)
+            self._save_fact_projection(conn, run_id, build_fact_update(kind, payload, run_id, row.seq, row.entry_hash))
+        with self._reading() as conn:
+            return self._fold(conn, run_id)
+
+    def _save_fact_projection(self, conn, run_id: str, update: FactUpdate) -> None:
+        assignments = ", ".join(f"{column} = :{column}" for column in update.run)
+        conn.execute(text(f"UPDATE runs SET {assignments} WHERE run_id = :run_id"), {**update.run, "run_id": run_id})
+        if update.metrics is not None:
+            conn.execute(text("DELETE FROM metrics WHERE run_id = :run_id"), {"run_id": run_id})
+            insert_many(conn, "metrics", PROJECTION_TABLES["metrics"], update.metrics)
 
     def _existing_run_ids(self, conn, run_ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in entries.chunks(run_ids):
-            marks, binds = entries.in_clause("r", chunk)
+        for chunk in chunks(run_ids):
+            marks, binds = in_clause("r", chunk)
             found.update(row[0] for row in conn.execute(text(f"SELECT run_id FROM runs WHERE run_id IN ({marks})"),
                                                         binds))
         return found
@@ -238,7 +268,7 @@ class Ledger:
                 )
         insert_many(conn, "runs", RUN_COLUMNS, [p.run for p in projections])
         for table, cols in PROJECTION_TABLES.items():
-            insert_many(conn, table, cols, [row for p in projections for row in getattr(p, table)])
+            insert_many(conn, table, cols, (row for p in projections for row in getattr(p, table)))
 
     # -- reading --
 
@@ -280,12 +310,15 @@ class Ledger:
             return self._fold(conn, self._resolve(conn, run_ref))
 
     def _fold(self, conn, run_id: str) -> RunRecord:
+        """The run's current record, folded from its entries, with the parts kept as blobs put back."""
         rows = conn.execute(
             text("SELECT seq, body, prev_hash, entry_hash FROM entries WHERE run_id = :r ORDER BY seq"), {"r": run_id}
         ).all()
         if not rows:
             raise NotFound(f"no run {run_id} in {self.where}", "list runs with: ledger runs")
-        return fold_entries([tuple(row) for row in rows])
+        record = fold_entries([tuple(row) for row in rows])
+        wanted = plan_inflation(record)
+        return inflate_record(record, read_blobs(conn, wanted)) if wanted else record
 
     def entries(self, run_ref: str | None = None) -> list[EntryRow]:
         with self._reading() as conn:
@@ -316,25 +349,54 @@ class Ledger:
             )
             return [row[0] for row in rows]
 
+    # -- the Merkle tree (RFC 9162) --
+
+    def tree_root(self, size: int | None = None) -> tuple[int, bytes]:
+        """(size, root) of the tree of the first `size` entries (default: all of them)."""
+        with self._reading() as conn:
+            size = self._tree_size(conn, size)
+            return size, tree.root(conn, size)
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> tuple[int, list[bytes]]:
+        """(size, audit path) proving entry `seq` is in the tree of the first `size` entries (default: all)."""
+        with self._reading() as conn:
+            size = self._tree_size(conn, size)
+            return size, tree.inclusion_proof(conn, seq, size)
+
+    def inclusion_proofs(self, seqs: Iterable[int], size: int | None = None) -> tuple[int, dict[int, list[bytes]]]:
+        """(size, {seq: audit path}) for many entries at once (an audit report's)."""
+        with self._reading() as conn:
+            size = self._tree_size(conn, size)
+            return size, tree.inclusion_proofs(conn, seqs, size)
+
+    def consistency_proof(self, first: int, second: int | None = None) -> tuple[int, list[bytes]]:
+        """(second, proof) that the tree of `second` entries (default: all) extends the tree of `first`."""
+        with self._reading() as conn:
+            second = self._tree_size(conn, second)
+            return second, tree.consistency_proof(conn, first, second)
+
+    def _tree_size(self, conn, size: int | None) -> int:
+        head = self._head(conn)[0]
+        if size is None:
+            return head
+        if not 0 <= size <= head:
+            raise UsageError(f"the log has {head} entries: there is no tree of {size}", f"give a size up to {head}")
+        return size
+
     # -- blobs --
 
     def put_blob(self, data: bytes) -> str:
         digest = sha256_hex(data)
         with self._writing() as conn:
-            exists = conn.execute(text("SELECT 1 FROM blobs WHERE sha256 = :h"), {"h": digest}).first()
-            if not exists:
-                conn.execute(
-                    text("INSERT INTO blobs (sha256, size, data) VALUES (:h, :n, :d)"),
-                    {"h": digest, "n": len(data), "d": data},
-                )
+            save_blobs(conn, {digest: data})
         return digest
 
     def get_blob(self, digest: str) -> bytes:
         with self._reading() as conn:
-            row = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :h"), {"h": digest}).first()
-        if row is None:
+            found = read_blobs(conn, [digest])
+        if digest not in found:
             raise NotFound(f"no blob {digest} in {self.where}", "it was never stored, or the database was replaced")
-        return bytes(row[0])
+        return found[digest]
 
     # -- integrity --
 
@@ -350,18 +412,24 @@ class Ledger:
             low, high = conn.execute(text("SELECT MIN(seq), MAX(seq) FROM entries")).one()
         return (low or 1, high or 0)
 
-    def verify(self, check_projections: bool = True) -> VerifyReport:
-        return integrity.verify(self, projections=check_projections)
+    def verify(self, check_projections: bool = True, since: VerifiedHead | None = None,
+               remembered: VerifiedHead | None = None) -> VerifyReport:
+        """Check the log, its Merkle tree, its blobs and (with `check_projections`) every projection row: all of
+        them, or only what came after `since`, a head verified before; a `remembered` head must still be in the
+        log (integrity.py says what each proves)."""
+        return integrity.verify(self, projections=check_projections, since=since, remembered=remembered)
 
     def rebuild(self) -> int:
-        """Drop every projection row and derive them again from the log. Returns the number of runs."""
-        projections = [build_projection(record) for record in fold_all(self.iter_entries())]
+        """Drop every projection row and derive them again from the log, 5,000 runs at a time: memory is bounded
+        by the largest run, not the log. Returns the number of runs."""
+        count = 0
         with self._writing() as conn:
             for table in ("runs", *PROJECTION_TABLES):
                 conn.execute(text(f"DELETE FROM {table}"))
-            for start in range(0, len(projections), 5_000):
-                self._save_projections(conn, projections[start : start + 5_000], replace=False)
-        return len(projections)
+            for batch in chunks(entries.fold_runs(conn), 5_000):
+                self._save_projections(conn, [build_projection(record) for record in batch], replace=False)
+                count += len(batch)
+        return count
 
 
 def _chain_ref(row: EntryRow) -> ChainRef:

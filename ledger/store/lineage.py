@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from ledger.capture.data import parse_s3_uri
 from ledger.errors import NotFound, UsageError
-from ledger.store.entries import chunks, in_clause
+from ledger.store.engine import chunks, in_clause
 
 HEX64 = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 UPSTREAM_DEPTH = 5

@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import text
 
 from ledger.errors import UsageError
-from ledger.store.entries import chunks, in_clause
+from ledger.store.engine import chunks, in_clause
 
 RUN_FRAME_COLUMNS = (
     "run_id", "project", "job_name", "backend", "status", "created_at", "created_by", "image_digest",

@@ -14,7 +14,8 @@ class Entry(SQLModel, table=True):
     """One fact in the log. Inserted once, never updated or deleted."""
 
     __tablename__ = "entries"
-    __table_args__ = (UniqueConstraint("prev_hash", name="uq_entries_prev_hash"),)
+    __table_args__ = (UniqueConstraint("prev_hash", name="uq_entries_prev_hash"),
+                      Index("ix_entries_run_seq", "run_id", "seq"))
 
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     run_id: str = Field(index=True, max_length=64)
@@ -85,13 +86,28 @@ class DataObjectRow(SQLModel, table=True):
 
 
 class Blob(SQLModel, table=True):
-    """Content-addressed bytes the records point at (git diffs, manifests): immutable like the log."""
+    """Content-addressed bytes the records point at (git diffs, package lists, metric series, large manifests):
+    immutable like the log. `sha256` and `size` are of the bytes themselves; `data` holds them as `encoding` says
+    ("identity", or "zlib" where that is smaller)."""
 
     __tablename__ = "blobs"
 
     sha256: str = Field(primary_key=True, max_length=64)
     size: int
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    encoding: str = Field(default="identity", max_length=16)
+
+
+class TreeNode(SQLModel, table=True):
+    """One complete subtree of the Merkle tree over the log (RFC 9162): the hash of leaves [idx * 2^level,
+    (idx + 1) * 2^level), leaf index = seq - 1. Final when written, like the entry that completes it."""
+
+    __tablename__ = "tree_nodes"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
 
 
 PROJECTION_TABLES = ("runs", "params", "metrics", "data_objects")
