@@ -41,6 +41,7 @@ from ledger.backends.local.environments import (
     match_image,
     minor_of,
     plan_environment,
+    read_lock_packages,
 )
 from ledger.backends.local.process import ProcessEnd, count_gpus, run_process
 from ledger.backends.local.sandbox import OPT_ML, Sandbox, build_sandboxed_command, find_sandbox
@@ -110,9 +111,16 @@ class Preparation:
             if requirements else None,
             "deviations": list(plan.deviations), "built_with": env.tool,
             "namespace": self.sandbox.how if self.sandbox.available else None,
-            "packages": env.packages, **({"layered_over": env.layer} if env.layer else {}),
+            **({"recorded_set": read_lock_packages(plan.base_lock)} if plan.origin == "recorded set" else {}),
+            **({"layered_over": env.layer} if env.layer else {}),
             "how": f"{plan.describe()}, Python {env.python_version}{exact}, {running}",
         }
+
+    @property
+    def packages(self) -> dict[str, str]:
+        """The job environment's packages: its own, over the set of the environment it is layered over."""
+        layer = read_lock_packages(self.plan.base_lock) if self.environment.layer else {}
+        return dict(sorted({**layer, **self.environment.packages}.items()))
 
     @property
     def requirements_text(self) -> str | None:

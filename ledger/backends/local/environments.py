@@ -91,8 +91,17 @@ def build_image_uri(profile: Profile, region: str) -> str:
     if account is None:
         raise UsageError(f"{profile.name} has no image in region {region!r}",
                          f"use one of: {', '.join(sorted(profile.registries))}")
-    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{account}.dkr.ecr.{region}.{domain}/{profile.repository}:{profile.tag}"
+    return f"{account}.dkr.ecr.{region}.{_dns_suffix(region)}/{profile.repository}:{profile.tag}"
+
+
+def _dns_suffix(region: str) -> str:
+    """The region's partition's DNS suffix, from botocore's endpoint data (as the SDK builds image URIs)."""
+    import botocore.session
+
+    for partition in botocore.session.get_session().get_data("endpoints")["partitions"]:
+        if region in partition["regions"] or re.match(partition["regionRegex"], region):
+            return partition["dnsSuffix"]
+    return "amazonaws.com"
 
 
 def parse_image_reference(image: str) -> tuple[str, str | None, str | None]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OPT_ML = Path("/opt/ml")
+BASH = "/bin/bash"
 
 # $1: a scratch directory (for the tmpfs), $2: the job's tree, $3: the working directory, $4...: read-only paths,
 # then "--", then the job's argv. Every mount is this namespace's own (propagation private).
@@ -63,7 +64,9 @@ class Sandbox:
 
 def _unshare_prefix(unshare: str) -> tuple[str, ...]:
     user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
-    return (unshare, *user, "--mount", "--propagation", "private", "/bin/sh", "-c")
+    # bash, not sh: dash drops variables whose names are no shell identifiers (SM_HP_LEARNING-RATE) from what it
+    # passes on, and the toolkit's SM_HP_* keep the hyperparameter's own name
+    return (unshare, *user, "--mount", "--propagation", "private", BASH, "-c")
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,6 +75,8 @@ def find_sandbox() -> Sandbox:
     unshare = shutil.which("unshare")
     if unshare is None:
         return Sandbox(why_not="unshare (util-linux) is not on PATH")
+    if not Path(BASH).is_file():
+        return Sandbox(why_not=f"{BASH} is not on this machine")
     if not Path("/opt").is_dir():
         return Sandbox(why_not="this machine has no /opt to lay /opt/ml into")
     prefix = _unshare_prefix(unshare)
