@@ -235,6 +235,7 @@ def prepare_on_backend(runner, capture, inherited: Pins | None, log: Callable[[s
     # The job's environment is the record's environment: what the job ran with, not what launched it.
     environment = build_environment_pin(ran["python"], record.pins.environment.platform, prepared.packages)
     record.pins.environment = environment
+    ran["fingerprint"] = environment.fingerprint  # of what the job ran with; `lock_sha256` names what it was built from
     record.pins.image = record.pins.image.model_copy(update={"digest": environment.fingerprint, "ran": ran})
     gaps = [Gap(**gap) for gap in prepared.gaps]
     record.pins.gaps += gaps

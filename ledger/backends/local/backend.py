@@ -48,6 +48,7 @@ from ledger.backends.local.sandbox import OPT_ML, Sandbox, build_sandboxed_comma
 from ledger.backends.local.staging import (
     S3,
     check_local_inputs,
+    check_sdk3_drivers,
     damaged_inputs,
     known_secrets,
     layout_job_root,
@@ -141,7 +142,7 @@ class LocalBackend:
 
     def plan(self, request: dict[str, Any], *, pins: dict[str, dict] | None = None,
              source_archive: dict[str, Any] | None = None, image: str | None = None,
-             recorded: tuple[str, dict] | None = None, cached_only: bool = False) -> tuple[JobPlan, EnvironmentPlan]:
+             recorded: tuple[str, dict] | None = None) -> tuple[JobPlan, EnvironmentPlan]:
         """The job and its environment, planned and checked, nothing built: what the preflight asks. `image` is the
         image as named by tag where the request names it by digest; `recorded` the run's recorded (Python,
         packages), for a relaunch. Raises a LedgerError for what cannot run here."""
@@ -154,7 +155,10 @@ class LocalBackend:
             raise UsageError(f"SDK 3.x's drivers read /opt/ml, and no private mount namespace can be made here: "
                              f"{find_sandbox().why_not}", "run as root, or allow user namespaces; or reproduce it "
                              "on SageMaker: --backend sagemaker")
-        requirements = read_requirements(job, ContentStore(settings.home), S3())
+        s3 = S3()
+        if job.entrypoint:
+            check_sdk3_drivers(job, s3)
+        requirements = read_requirements(job, ContentStore(settings.home), s3)
         launching = capture_environment()
         current = (launching.python, launching.packages)
         image = image or (request.get("AlgorithmSpecification") or {}).get("TrainingImage")
@@ -169,7 +173,7 @@ class LocalBackend:
                 candidate = plan_environment(**kwargs, pythons={minor})
             except UsageError:
                 continue
-            if (settings.env_cache / candidate.cache_key).is_dir() or cached_only or find_python(minor):
+            if (settings.env_cache / candidate.cache_key).is_dir() or find_python(minor):
                 return job, candidate
         return job, plan_environment(**kwargs, pythons=set())  # raises: which Python is missing, and what to do
 

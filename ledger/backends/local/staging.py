@@ -345,6 +345,34 @@ def _read_member(archive: Path, name: str) -> str | None:
     return None
 
 
+def _read_channel_file(s3: S3, uri: str, name: str) -> bytes | None:
+    bucket, prefix = parse_s3_uri(uri)
+    key = f"{prefix.rstrip('/')}/{name}" if prefix else name
+    try:
+        return s3.call(f"reading s3://{bucket}/{key}", s3.client.get_object, Bucket=bucket, Key=key)["Body"].read()
+    except NotFound:
+        return None
+
+
+def check_sdk3_drivers(plan: JobPlan, s3: S3) -> None:
+    """Before anything runs: SDK 3.x's drivers run here when they are what ModelTrainer uploads for SourceCode (an
+    entry script or a command in sourcecode.json), on one host without a distributed driver (torchrun, MPI)."""
+    drivers = {c.name: c.uri for c in plan.channels}.get("sm_drivers", "")
+    why = None
+    if not drivers.startswith("s3://"):
+        why = "its sm_drivers channel is not in S3"
+    else:
+        source = json.loads(_read_channel_file(s3, drivers, "sourcecode.json") or b"{}")
+        distributed = json.loads(_read_channel_file(s3, drivers, "distributed.json") or b"{}")
+        if not (source.get("entry_script") or source.get("command")):
+            why = "its sm_drivers/sourcecode.json names no entry_script or command to run"
+        elif distributed:
+            why = f"it asks for a distributed driver ({', '.join(sorted(distributed))}), which needs several hosts"
+    if why:
+        raise UsageError(f"the local backend cannot run this ContainerEntrypoint job: {why}",
+                         "reproduce it on SageMaker: --backend sagemaker")
+
+
 def _read_sdk3_requirements(plan: JobPlan, s3: S3) -> str | None:
     channels = {c.name: c.uri for c in plan.channels}
     drivers, code = channels.get("sm_drivers"), channels.get("code")
@@ -352,12 +380,7 @@ def _read_sdk3_requirements(plan: JobPlan, s3: S3) -> str | None:
         return None
 
     def read(uri: str, name: str) -> bytes | None:
-        bucket, prefix = parse_s3_uri(uri)
-        key = f"{prefix.rstrip('/')}/{name}" if prefix else name
-        try:
-            return s3.call(f"reading s3://{bucket}/{key}", s3.client.get_object, Bucket=bucket, Key=key)["Body"].read()
-        except NotFound:
-            return None
+        return _read_channel_file(s3, uri, name)
 
     source = json.loads(read(drivers, "sourcecode.json") or b"{}")
     name = source.get("requirements")
