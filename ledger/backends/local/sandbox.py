@@ -31,8 +31,8 @@ MOUNT_SCRIPT = r"""
 set -e
 scratch=$1; tree=$2; workdir=$3; shift 3
 mount -t tmpfs -o mode=700 ledger-job "$scratch"
-mkdir "$scratch/upper" "$scratch/work"
-mount -t overlay ledger-opt -o "lowerdir=/opt,upperdir=$scratch/upper,workdir=$scratch/work" /opt
+mkdir "$scratch/upper" "$scratch/scratch"
+mount -t overlay ledger-opt -o "lowerdir=/opt,upperdir=$scratch/upper,workdir=$scratch/scratch" /opt
 mkdir -p /opt/ml
 mount --bind "$tree" /opt/ml
 while [ "$1" != "--" ]; do
