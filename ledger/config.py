@@ -23,6 +23,9 @@ class Settings:
     data_pin: str
     """LEDGER_DATA_PIN: 'versions' records object versions; 'snapshot' also copies them to an immutable prefix and
     points the channel there; 'off' records nothing about S3 data."""
+    env_cache: Path = Path()
+    """LEDGER_ENV_CACHE: where local jobs' Python environments are built and kept, one a lock digest; a user-level
+    cache shared by every LEDGER_HOME. Default $XDG_CACHE_HOME/sagemaker-ledger/environments (~/.cache/...)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -47,10 +50,13 @@ def load_settings(**overrides) -> Settings:
     strict = overrides.pop("strict", None)
     strict = _truthy(env.get("LEDGER_STRICT")) if strict is None else bool(strict)
     data_pin = (overrides.pop("data_pin", None) or env.get("LEDGER_DATA_PIN") or "versions").strip().lower()
+    env_cache = Path(overrides.pop("env_cache", None) or env.get("LEDGER_ENV_CACHE") or Path(
+        env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sagemaker-ledger" / "environments").expanduser()
     if overrides:
         raise TypeError(f"unknown settings: {sorted(overrides)}")
     if data_pin not in DATA_PIN_MODES:
         from ledger.errors import UsageError
 
         raise UsageError(f"LEDGER_DATA_PIN={data_pin!r} is not a mode", f"use one of: {', '.join(DATA_PIN_MODES)}")
-    return Settings(home=home, db_url=db_url, mlflow_uri=mlflow_uri, strict=strict, data_pin=data_pin)
+    return Settings(home=home, db_url=db_url, mlflow_uri=mlflow_uri, strict=strict, data_pin=data_pin,
+                    env_cache=env_cache)

@@ -89,7 +89,9 @@ class Gap(Part):
 class ImagePin(Part):
     """The image the request names (`uri`), by digest. With source "environment" (a local run) the image did not
     run: `digest` is the fingerprint of the environment that stood in for it, and `ran` says what that was
-    ({kind, fingerprint, python, platform, how}); records made before `ran` existed lack it."""
+    ({kind, fingerprint, python, how}; since job environments: lock_sha256, origin "image profile" | "recorded set",
+    profile, image, python_exact, image_python, requirements {sha256, installed_on_top}, deviations, built_with,
+    namespace, packages); records made before `ran` existed lack it."""
 
     uri: str | None = None
     digest: str | None = None
@@ -102,6 +104,8 @@ class ImagePin(Part):
         if self.source != "environment":
             return None
         ran = self.ran or {}
+        if ran.get("lock_sha256"):  # a job environment of its own, built from a lock
+            return f"{ran.get('how')} (environment lock {ran['lock_sha256'][:12]}…) stood in for {self.uri or 'no image'}"
         fingerprint = ran.get("fingerprint") or self.digest
         how = ran.get("how") or "the ledger's own Python environment"  # the only stand-in older ledgers had
         named = f"Python environment {fingerprint[:12]}…" if fingerprint else "a Python environment"

@@ -10,6 +10,7 @@ import subprocess
 import time
 import types
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,16 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, where every part must be present: {reason}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def job_environments(tmp_path_factory):
+    """One cache of local jobs' Python environments for the whole session (processes the tests start inherit it),
+    so each profile is built at most once a session. A session started by another (tests/sdk3 in .venv-sdk3) keeps
+    the cache it was given."""
+    if "LEDGER_ENV_CACHE" not in os.environ:
+        os.environ["LEDGER_ENV_CACHE"] = str(tmp_path_factory.mktemp("job-environments"))
+    return Path(os.environ["LEDGER_ENV_CACHE"])
 
 
 @pytest.fixture

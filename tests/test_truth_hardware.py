@@ -68,7 +68,7 @@ def test_a_local_run_names_the_environment_that_stood_in_for_the_image(workspace
     image, environment = record.pins.image, record.pins.environment
     assert image.uri == XGBOOST_IMAGE  # what was requested, kept as requested
     assert image.ran["fingerprint"] == environment.fingerprint and image.ran["python"] == environment.python
-    assert image.ran["how"].startswith("the ledger's own Python environment")
+    assert image.ran["how"].startswith("image profile xgboost:1.7-1")  # the image's profile, not the ledger's own
     assert "xgboost stand-in" in image.ran["how"]
     assert image.stood_in().endswith(f"stood in for {XGBOOST_IMAGE}")
 

@@ -16,10 +16,12 @@ from ledger.run.launch import (
     ALGORITHMS,
     DEFAULT_ROLE,
     as_file_uri,
+    build_framework_image,
     build_job_name,
     build_request,
     launch_job,
     parse_assignments,
+    parse_content_types,
 )
 
 
@@ -37,6 +39,11 @@ def run_command(
     job_name: Optional[str] = typer.Option(None, help="TrainingJobName (default: a name with a timestamp)."),
     project: Optional[str] = typer.Option(None, help="Project to file the run under (default: the git repo name)."),
     image: Optional[str] = typer.Option(None, help="Training image (default: the SageMaker XGBoost image)."),
+    framework: Optional[str] = typer.Option(None, help="A SageMaker framework image NAME:VERSION, as the SDK names them "
+                                            "(xgboost:1.7-1, sklearn:1.2-1, pytorch:2.5.1): recorded as the image of "
+                                            "the region; on the local backend its profile runs."),
+    content_type: List[str] = typer.Option([], "--content-type", help="csv, libsvm or parquet: for every channel, "
+                                           "or CHANNEL=TYPE; repeat for more (default text/csv)."),
     region: str = typer.Option("us-east-1", help="Region of the default image."),
     role: Optional[str] = typer.Option(None, help="IAM role ARN for SageMaker (required with --backend sagemaker)."),
     output_path: Optional[str] = typer.Option(None, help="S3OutputPath (default local: LEDGER_HOME/output)."),
@@ -51,9 +58,14 @@ def run_command(
         raise UsageError(f"unknown algorithm {algorithm!r}", f"use one of: {', '.join(sorted(ALGORITHMS))}")
     if not algorithm and not entry_point:
         raise UsageError("no entry point", "give a script (ledger run train.py) or --algorithm xgboost")
+    if framework and image:
+        raise UsageError("--framework and --image both name the image", "give one of them")
+    if framework:
+        image = build_framework_image(framework, region)
     hyperparameters = parse_assignments(hp, "--hp")
     metrics = parse_assignments(metric, "--metric")
     channels = parse_assignments(channel, "--channel")
+    content_types = parse_content_types(content_type, list(channels))
     if backend == "local":
         channels = {name: as_file_uri(uri, name) for name, uri in channels.items()}
     elif any(not uri.startswith("s3://") for uri in channels.values()):
@@ -77,6 +89,7 @@ def run_command(
         metrics=metrics, instance_type=instance_type, instance_count=instance_count,
         image=image or ALGORITHMS["xgboost"].format(region=region), role=role or DEFAULT_ROLE,
         output_path=output_path or (settings.home / "output").as_uri(), max_runtime=max_runtime,
+        content_types=content_types,
     )
     record = launch_job(book, request, backend=backend, project=project, workdir=source,
                         log=(lambda line: err.print(line, markup=False, highlight=False)) if as_json else None)

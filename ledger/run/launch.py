@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 from ledger.backends import get_backend
 from ledger.capture.content_store import local_path_of
-from ledger.errors import LedgerError, NotFound, UsageError
-from ledger.record import Outcome, RunRecord
+from ledger.capture.environment import build_environment_pin
+from ledger.errors import CaptureRefused, LedgerError, NotFound, UsageError
+from ledger.record import Gap, Outcome, Pins, RunRecord
 from ledger.run import say
 from ledger.run.hooks import already_captured
 from ledger.run.launcher import hold_launcher_lock
@@ -62,6 +63,7 @@ def build_request(
     output_path: str,
     max_runtime: int = 86400,
     environment: dict[str, str] | None = None,
+    content_types: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Pure: a CreateTrainingJob request in the shape the SageMaker SDK 2.x sends (script mode names its program
     and code in JSON-quoted hyperparameters)."""
@@ -79,7 +81,7 @@ def build_request(
         "RoleArn": role,
         "HyperParameters": hps,
         "InputDataConfig": [
-            {"ChannelName": name, "ContentType": "text/csv",
+            {"ChannelName": name, "ContentType": (content_types or {}).get(name, "text/csv"),
              "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
                                              "S3DataDistributionType": "FullyReplicated"}}}
             for name, uri in channels.items()
@@ -93,6 +95,33 @@ def build_request(
     if environment:
         request["Environment"] = dict(environment)
     return request
+
+
+CONTENT_TYPES = {"csv": "text/csv", "libsvm": "text/libsvm", "parquet": "application/x-parquet"}
+
+
+def parse_content_types(values: list[str], channels: list[str]) -> dict[str, str]:
+    """`--content-type TYPE` (every channel) or `CHANNEL=TYPE`, as the ContentType each channel is sent with."""
+    found: dict[str, str] = {}
+    for value in values:
+        channel, sep, kind = value.rpartition("=")
+        kind = kind.strip().lower()
+        if kind not in CONTENT_TYPES:
+            raise UsageError(f"--content-type {value!r}: {kind!r} is not a content type the local backend reads",
+                             f"use one of: {', '.join(CONTENT_TYPES)} (for every channel, or CHANNEL=TYPE)")
+        if sep and channel not in channels:
+            raise UsageError(f"--content-type {value!r} names no channel of this job",
+                             f"name one of: {', '.join(channels) or '(no --channel given)'}")
+        for name in ([channel] if sep else channels):
+            found[name] = CONTENT_TYPES[kind]
+    return found
+
+
+def build_framework_image(framework: str, region: str) -> str:
+    """The image SageMaker would use for a framework `NAME:VERSION` in `region`; a UsageError for an unknown one."""
+    from ledger.backends.local.environments import build_image_uri, find_profile
+
+    return build_image_uri(find_profile(framework), region)
 
 
 def as_file_uri(path_or_uri: str, channel: str = "") -> str:
@@ -143,6 +172,7 @@ def launch_job(
     runner = get_backend(backend, home=settings.home, session=session)
     capture = capture_request(request, session=session, settings=settings, project=project, workdir=workdir,
                               backend=backend, inherited=inherited)
+    prepared = prepare_on_backend(runner, capture, inherited, log, strict=settings.strict)  # before the record: what ran is in it
     capture.record.reproduction_of = reproduction_of
     for key, value in (extra or {}).items():
         setattr(capture.record, key, value)
@@ -154,7 +184,8 @@ def launch_job(
         try:
             with already_captured():  # captured above: autolog must not record the backend's own API call again
                 result = runner.launch(capture.request, log=log, pins=pins,
-                                       source_archive=archive.model_dump(mode="json") if archive else None)
+                                       source_archive=archive.model_dump(mode="json") if archive else None,
+                                       **({"prepared": prepared} if prepared is not None else {}))
         except LedgerError as error:
             _record_outcome(book, record, Outcome(status="Failed", failure_reason=str(error)))
             raise
@@ -173,6 +204,45 @@ def launch_job(
         if result.log_path:
             outcome.log_path = str(result.log_path)
         return _record_outcome(book, record, outcome)
+
+
+def plan_recorded_set(pins: Pins) -> tuple[str | None, dict[str, str]] | None:
+    """Pure: a run's recorded package set, (Python, packages), for its relaunch: the set its job environment was
+    made of, or (records made before job environments) the launching environment's."""
+    was = pins.image.ran or {}
+    if was.get("recorded_set"):
+        return was.get("python"), was["recorded_set"]
+    return (pins.environment.python, pins.environment.packages) if pins.environment.packages else None
+
+
+def prepare_on_backend(runner, capture, inherited: Pins | None, log: Callable[[str], None] | None, *,
+                       strict: bool = False):
+    """A backend that builds what a job runs in (the local one: its environment, its namespace) does it here, before
+    the run is recorded: a job it cannot run leaves no record, and the record names what ran in place of the image
+    (pins.image.ran) and any gap (no namespace). A reproduction asks for the original's image (by tag, where the
+    request names a digest) and, for an image without a profile, the original's recorded package set."""
+    prepare = getattr(runner, "prepare", None)
+    if prepare is None:
+        return None
+    record = capture.record
+    pins = {name: pin.model_dump(mode="json") for name, pin in record.pins.data.items()}
+    archive = record.pins.code.source_archive
+    recorded = plan_recorded_set(inherited) if inherited else None
+    prepared = prepare(capture.request, pins=pins, source_archive=archive.model_dump(mode="json") if archive else None,
+                       image=(inherited.image.uri if inherited else None) or record.pins.image.uri,
+                       recorded=recorded, log=log or say)
+    ran = prepared.describe()
+    # The job's environment is the record's environment: what the job ran with, not what launched it.
+    environment = build_environment_pin(ran["python"], record.pins.environment.platform, prepared.packages)
+    record.pins.environment = environment
+    ran["fingerprint"] = environment.fingerprint  # of what the job ran with; `lock_sha256` names what it was built from
+    record.pins.image = record.pins.image.model_copy(update={"digest": environment.fingerprint, "ran": ran})
+    gaps = [Gap(**gap) for gap in prepared.gaps]
+    record.pins.gaps += gaps
+    if gaps and strict:
+        raise CaptureRefused(f"strict mode refused to launch {record.job_name}: {gaps[0].what}: {gaps[0].why}",
+                             "fix the gap, or unset LEDGER_STRICT to launch with it recorded")
+    return prepared
 
 
 def _record_outcome(book, record: RunRecord, outcome: Outcome) -> RunRecord:

@@ -89,16 +89,24 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
     pins = record.pins
 
     image = world.get("image", {})
-    if pins.image.source == "environment":
+    runs = world.get("backend") or {}
+    if (pins.image.ran or {}).get("lock_sha256") and backend == "local":  # a job environment built from a lock
+        was, now = pins.image.ran["lock_sha256"], runs.get("lock_sha256")
+        add(PinCheck("environment", f"{short(was)} ({pins.image.ran.get('origin')})",
+                     short(now) if now else _not_checked(runs, "the backend was not asked"),
+                     f"build it from its lock: {runs.get('environment')}" if now else "cannot be built",
+                     "ok" if now == was else ("drift" if now else "unchecked")))
+    elif pins.image.source == "environment" and not (pins.image.ran or {}).get("lock_sha256"):
         changed = image.get("packages_changed", {})
         status = "ok" if image.get("fingerprint") == pins.image.digest else "drift"
         add(PinCheck("environment", short(pins.image.digest), short(image.get("fingerprint")),
                      "run in this environment" + (f"; {len(changed)} package(s) differ" if changed else ""), status))
         for name, (was, now) in sorted(changed.items())[:20]:
             add(PinCheck(f"package {name}", str(was), str(now), "differs from the recorded environment", "drift"))
-    elif pins.image.digest and backend == "local":  # this backend runs the job in this Python, not in the image
+    elif pins.image.digest and backend == "local":  # this backend runs the job in a Python environment, not the image
         add(PinCheck("image", short(pins.image.digest), "not used on this backend",
-                     "run in this Python environment instead", "drift"))
+                     f"run in {runs['environment']} instead" if runs.get("environment") else
+                     "run in a Python environment instead", "drift"))
     elif pins.image.digest:
         exists = image.get("digest_exists")
         add(PinCheck("image", short(pins.image.digest), "present" if exists else
@@ -231,7 +239,7 @@ def observe_world(book, record: RunRecord, session: Any = None) -> dict[str, Any
     out, so the plan says "not checked" rather than guessing."""
     world: dict[str, Any] = {"data": {}}
     pins = record.pins
-    if pins.image.source == "environment":
+    if pins.image.source == "environment" and not (pins.image.ran or {}).get("lock_sha256"):  # older records
         env = capture_environment()
         old, new = pins.environment.packages, env.packages
         world["image"] = {"fingerprint": env.fingerprint, "packages_changed": {

@@ -15,14 +15,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ledger.backends.local.contract import plan_local_job
+from ledger.backends import get_backend
 from ledger.capture import client_for
 from ledger.capture.code import capture_source_archive
 from ledger.capture.data import SNAPSHOT_PREFIX, build_s3_uri, build_version_id, parse_s3_uri, snapshot_channel
 from ledger.capture.secrets import check_secret
 from ledger.errors import LedgerError, PlanFailed, UsageError
 from ledger.record import REDACTED, Outcome, RunRecord, Verdict
-from ledger.run.launch import launch_job, parse_assignments
+from ledger.run.launch import launch_job, parse_assignments, plan_recorded_set
 from ledger.run.preflight import Plan, failure, observe_world, plan_reproduction
 from ledger.run.verdict import build_compensation, build_substitutions, build_verdict, compare_artifacts
 
@@ -38,11 +38,13 @@ def observe_backend(book, record: RunRecord, backend: str, secrets: dict[str, st
     pins = {name: pin.model_dump(mode="json") for name, pin in record.pins.data.items()}
     archive = record.pins.code.source_archive
     try:
-        plan_local_job(request, home=book.settings.home, pins=pins,
-                       source_archive=archive.model_dump(mode="json") if archive else None)
+        _, environment = get_backend("local", home=book.settings.home).plan(
+            request, pins=pins, source_archive=archive.model_dump(mode="json") if archive else None,
+            image=record.pins.image.uri, recorded=plan_recorded_set(record.pins))
     except LedgerError as error:
         return {"runs": False, "why": error.message, "hint": error.hint}
-    return {"runs": True}
+    return {"runs": True, "lock_sha256": environment.lock_sha256,
+            "environment": f"{environment.describe()} (Python {environment.python_minor})"}
 
 
 @dataclass

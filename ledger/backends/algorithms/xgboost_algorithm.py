@@ -1,15 +1,16 @@
 """The SageMaker built-in XGBoost algorithm, run locally: the local backend runs this file as the job's process.
 
 It follows aws/sagemaker-xgboost-container's algorithm mode where a user can see it: it reads
-input/config/hyperparameters.json and inputdataconfig.json under SAGEMAKER_BASE_DIR, CSV (label in the first
-column, no header; `csv_weights=1` puts instance weights in the second) or libsvm from the channels `train` and
-`validation`, validates the common hyperparameters, logs one line per round in xgboost's own form
+input/config/hyperparameters.json and inputdataconfig.json under SAGEMAKER_BASE_DIR (/opt/ml), the channels `train`
+and `validation` as the image reads them (CSV: label in the first column, no header, `csv_weights=1` puts instance
+weights in the second; libsvm; parquet: label in the first column), with the image's own data_utils surface
+(container_support/sagemaker_xgboost_container, on the job's path), validates the common hyperparameters, logs one line per round in xgboost's own form
 ("[0]<TAB>train-rmse:3.12345<TAB>validation-rmse:3.23456", shown by CloudWatch and the local log as #011), saves
 the booster as model/xgboost-model, and on an error writes output/failure ("ClientError: …" for the user's
 mistakes, "AlgorithmError: …" for the rest) and exits 1.
 
 Training is deterministic: `nthread` defaults to 1, so the model bytes do not depend on the machine's core count,
-and `seed` defaults to 0. It imports nothing from the ledger, so it runs with only xgboost and numpy.
+and `seed` defaults to 0. It imports nothing from the ledger, so it runs in the image's profile (Python 3.8 and later).
 """
 
 from __future__ import annotations
@@ -88,14 +89,17 @@ def build_booster_params(hps: dict) -> dict:
 
 
 def content_type_of(channel_config: dict) -> str:
-    """'csv' or 'libsvm' from a channel's ContentType; the container's default is libsvm."""
-    raw = (channel_config.get("ContentType") or "libsvm").split(";")[0].strip().lower()
-    if raw in ("csv", "text/csv"):
-        return "csv"
-    if raw in ("libsvm", "text/libsvm", "text/x-libsvm"):
-        return "libsvm"
-    raise UserError(f"Content type {raw} is not supported by the local XGBoost algorithm; use text/csv or "
-                    "text/libsvm")
+    """'csv', 'libsvm' or 'parquet' from a channel's ContentType, as the image reads it; libsvm when none."""
+    from sagemaker_xgboost_container.data_utils import UserError as DataError, get_content_type
+
+    try:
+        kind = get_content_type(channel_config.get("ContentType"))
+    except DataError as exc:
+        raise UserError(exc.message) from None
+    if kind == "recordio-protobuf":
+        raise UserError("Content type recordio-protobuf is read with mlio in the image, which the local XGBoost "
+                        "algorithm does not have; use csv, libsvm or parquet")
+    return kind
 
 
 def data_files(channel_dir: Path) -> list[Path]:
@@ -103,56 +107,16 @@ def data_files(channel_dir: Path) -> list[Path]:
     return [p for p in files if p.stat().st_size > 0]
 
 
-def read_libsvm(files: list[Path]):
-    """(labels, CSR matrix) from libsvm text ('label idx:value …'); indices kept as written, as xgboost reads them.
-
-    Parsed here because xgboost deprecated reading text files itself (3.1).
-    """
-    import numpy as np
-    from scipy.sparse import csr_matrix
-
-    labels, indptr, indices, values = [], [0], [], []
-    for file in files:
-        for number, line in enumerate(file.read_text().splitlines(), 1):
-            fields = line.split("#", 1)[0].split()
-            if not fields:
-                continue
-            try:
-                labels.append(float(fields[0].split(":", 1)[0]))
-                for field in fields[1:]:
-                    index, value = field.split(":", 1)
-                    if index == "qid":
-                        continue
-                    indices.append(int(index))
-                    values.append(float(value))
-            except ValueError:
-                raise UserError(f"Unable to read libsvm line {number} of {file.name}: {line[:80]!r}") from None
-            indptr.append(len(indices))
-    width = max(indices, default=-1) + 1
-    matrix = csr_matrix((np.array(values), np.array(indices, dtype=np.int64), np.array(indptr)),
-                        shape=(len(labels), width))
-    return np.array(labels), matrix
-
-
 def load_dmatrix(channel_dir: Path, content_type: str, csv_weights: int = 0):
-    import numpy as np
-    import xgboost as xgb
+    """The channel read as the image's algorithm mode reads it (sagemaker_xgboost_container.data_utils)."""
+    from sagemaker_xgboost_container.data_utils import UserError as DataError, get_dmatrix
 
-    files = data_files(channel_dir)
-    if not files:
+    if not data_files(channel_dir):
         return None
-    if content_type == "libsvm":
-        labels, matrix = read_libsvm(files)
-        return xgb.DMatrix(matrix, label=labels)
     try:
-        rows = np.concatenate([np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2) for f in files])
-    except ValueError as exc:
-        raise UserError(f"Unable to read CSV in {channel_dir.name} (label first, no header, numbers only): {exc}")
-    first_feature = 2 if csv_weights else 1
-    if rows.shape[1] <= first_feature:
-        raise UserError(f"CSV in {channel_dir.name} has no feature columns")
-    weights = rows[:, 1] if csv_weights else None
-    return xgb.DMatrix(rows[:, first_feature:], label=rows[:, 0], weight=weights)
+        return get_dmatrix(str(channel_dir), content_type, csv_weights=csv_weights)
+    except DataError as exc:
+        raise UserError(exc.message.replace("\n", " ")) from None
 
 
 def train(base: Path) -> None:
@@ -179,7 +143,10 @@ def train(base: Path) -> None:
     if hps.get("early_stopping_rounds") and len(evals) < 2:
         raise UserError("early_stopping_rounds needs a validation channel")
 
-    monitor = xgb.callback.EvaluationMonitor(logger=lambda msg: print(msg, end="", flush=True))
+    try:  # xgboost 2 and later take a logger; 1.x prints each round itself
+        monitor = xgb.callback.EvaluationMonitor(logger=lambda msg: print(msg, end="", flush=True))
+    except TypeError:
+        monitor = xgb.callback.EvaluationMonitor()
     try:
         booster = xgb.train(build_booster_params(hps), dtrain, num_boost_round=hps["num_round"], evals=evals,
                             early_stopping_rounds=hps.get("early_stopping_rounds"), callbacks=[monitor],
@@ -188,8 +155,13 @@ def train(base: Path) -> None:
         raise UserError(str(exc).strip().splitlines()[0]) from None
     model_dir = base / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    # UBJSON, the format xgboost chooses for a name without extension, written without its warning about that.
-    (model_dir / MODEL_NAME).write_bytes(booster.save_raw(raw_format="ubj"))
+    # UBJSON, the format xgboost chooses for a name without extension, written without its warning about that;
+    # xgboost before 1.6 has one binary format only.
+    try:
+        raw = booster.save_raw(raw_format="ubj")
+    except TypeError:
+        raw = booster.save_raw()
+    (model_dir / MODEL_NAME).write_bytes(bytes(raw))
 
 
 def write_failure(base: Path, text: str) -> None:

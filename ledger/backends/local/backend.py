@@ -1,18 +1,21 @@
 """The local backend: runs a CreateTrainingJob request on this machine under the SageMaker training contract.
 
-`LocalBackend.launch` strings the parts together: the pure plan (contract.py), staging (staging.py), the job's
-process (process.py), the artifacts (staging.py) and the outcome (contract.py). A script-mode entry point runs
-with this interpreter and the toolkit's SM_* environment; a request for a built-in algorithm's image with no entry
-point runs this project's stand-in for it (ledger/backends/algorithms/).
+`LocalBackend.prepare` (before anything is recorded) plans the job (contract.py), builds or finds its Python
+environment (environments.py) and finds how to make its namespace (sandbox.py); `launch` stages data and code
+(staging.py), runs the job's process (process.py) in its namespace with /opt/ml its own, packs the artifacts
+(staging.py) and describes the outcome (contract.py). A script-mode entry point runs with the job environment's
+interpreter and the toolkit's SM_* environment; a built-in algorithm's image with no entry point runs this
+project's stand-in for it (ledger/backends/algorithms/); SDK 3.x's ContainerEntrypoint runs as it was sent.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
+import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from ledger.backends.local.contract import (
     HOST,
     JobPlan,
     MetricParser,
+    SM_TRAIN,
     build_command,
     build_local_outcome,
     build_process_env,
@@ -28,61 +32,103 @@ from ledger.backends.local.contract import (
     cloudwatch_form,
     plan_local_job,
 )
+from ledger.backends.local.environments import (
+    EnvironmentPlan,
+    JobEnvironment,
+    SUPPORT_DIR,
+    ensure_environment,
+    find_python,
+    match_image,
+    minor_of,
+    plan_environment,
+    read_lock_packages,
+)
 from ledger.backends.local.process import ProcessEnd, count_gpus, run_process
+from ledger.backends.local.sandbox import OPT_ML, Sandbox, build_sandboxed_command, find_sandbox
 from ledger.backends.local.staging import (
     S3,
     check_local_inputs,
+    check_sdk3_drivers,
     damaged_inputs,
     known_secrets,
     layout_job_root,
     read_failure_text,
+    read_requirements,
     save_artifact,
     seal_config_files,
     stage_channel,
     stage_code,
     write_config_files,
 )
+from ledger.backends.local.environments import find_unsatisfied_requirements as _find_unsatisfied
 from ledger.capture.content_store import ContentStore
 from ledger.capture.secrets import redact_known
 from ledger.errors import LedgerError, NotFound, UsageError
-from ledger.record import utc_now
+from ledger.backends.algorithms import ALGORITHM_SCRIPTS
+from ledger.record import sha256_hex, utc_now
+
+SM_TRAIN_NAME = SM_TRAIN.rsplit("/", 1)[-1]
 
 LOG_TAIL_LINES = 20
 
 
 def find_unsatisfied_requirements(requirements_text: str) -> list[str]:
-    """The lines of a requirements.txt that this interpreter does not satisfy; anything unreadable counts.
+    """The lines of a requirements.txt that this interpreter's packages do not satisfy; anything unreadable counts."""
+    from ledger.capture.environment import installed_packages
 
-    A line we cannot judge (an option, a URL, an editable) is returned as unsatisfied, so pip decides.
-    """
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    unsatisfied = []
-    for raw in requirements_text.splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
-            unsatisfied.append(line)
-            continue
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        try:
-            installed = metadata.version(requirement.name)
-        except metadata.PackageNotFoundError:
-            unsatisfied.append(line)
-            continue
-        if requirement.url or not requirement.specifier.contains(installed, prereleases=True):
-            unsatisfied.append(line)
-    return unsatisfied
+    return _find_unsatisfied(requirements_text, installed_packages())
 
 
 def _print_line(line: str) -> None:
     print(line, flush=True)
+
+
+@dataclass
+class Preparation:
+    """What `prepare` made ready for one job: its environment (built), its namespace, and the gaps to record."""
+
+    job: JobPlan
+    plan: EnvironmentPlan
+    environment: JobEnvironment
+    sandbox: Sandbox
+    gaps: list[dict[str, str]] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """What stood in for the image, for the record (pins.image.ran): observed, and how."""
+        plan, env, profile = self.plan, self.environment, self.plan.profile
+        running = (f"running SDK 3.x's {' '.join(self.job.entrypoint[:1])} {SM_TRAIN_NAME}" if self.job.entrypoint
+                   else f"running the ledger's {self.job.algorithm} stand-in "
+                   f"(ledger/backends/algorithms/{ALGORITHM_SCRIPTS[self.job.algorithm].name})" if self.job.algorithm
+                   else f"running the entry point {self.job.program}")
+        exact = ("" if plan.python_exact is None else
+                 " (the image's own minor version)" if plan.python_exact else f" (the image has {profile.image_python})")
+        requirements = self.requirements_text
+        return {
+            "kind": "python environment", "fingerprint": plan.lock_sha256, "lock_sha256": plan.lock_sha256,
+            "origin": plan.origin, "profile": profile.name if profile else None, "image": plan.image,
+            "python": env.python_version, "python_exact": plan.python_exact,
+            "image_python": profile.image_python if profile else None,
+            "requirements": {"sha256": sha256_hex(requirements), "installed_on_top": bool(plan.requirements)}
+            if requirements else None,
+            "deviations": list(plan.deviations), "built_with": env.tool,
+            "namespace": self.sandbox.how if self.sandbox.available else None,
+            **({"recorded_set": read_lock_packages(plan.base_lock)} if plan.origin == "recorded set" else {}),
+            **({"layered_over": env.layer} if env.layer else {}),
+            "how": f"{plan.describe()}, Python {env.python_version}{exact}, {running}",
+        }
+
+    @property
+    def packages(self) -> dict[str, str]:
+        """The job environment's packages: its own, over the set of the environment it is layered over."""
+        layer = read_lock_packages(self.plan.base_lock) if self.environment.layer else {}
+        return dict(sorted({**layer, **self.environment.packages}.items()))
+
+    @property
+    def requirements_text(self) -> str | None:
+        return self.plan.requirements if self.plan.requirements else (
+            self.requirements_seen if self.plan.requirements_satisfied else None)
+
+    requirements_seen: str | None = None
 
 
 class LocalBackend:
@@ -94,6 +140,68 @@ class LocalBackend:
         self.home = Path(home) if home else None
         self.stop_grace_seconds = stop_grace_seconds  # SageMaker gives a stopped job 120 s after SIGTERM
 
+    def plan(self, request: dict[str, Any], *, pins: dict[str, dict] | None = None,
+             source_archive: dict[str, Any] | None = None, image: str | None = None,
+             recorded: tuple[str, dict] | None = None) -> tuple[JobPlan, EnvironmentPlan]:
+        """The job and its environment, planned and checked, nothing built: what the preflight asks. `image` is the
+        image as named by tag where the request names it by digest; `recorded` the run's recorded (Python,
+        packages), for a relaunch. Raises a LedgerError for what cannot run here."""
+        from ledger.capture.environment import capture_environment
+
+        settings = self._settings()
+        job = plan_local_job(request, home=settings.home, pins=pins, source_archive=source_archive)
+        check_local_inputs(job)
+        if job.entrypoint and not find_sandbox().available:
+            raise UsageError(f"SDK 3.x's drivers read /opt/ml, and no private mount namespace can be made here: "
+                             f"{find_sandbox().why_not}", "run as root, or allow user namespaces; or reproduce it "
+                             "on SageMaker: --backend sagemaker")
+        s3 = S3()
+        if job.entrypoint:
+            check_sdk3_drivers(job, s3)
+        requirements = read_requirements(job, ContentStore(settings.home), s3)
+        launching = capture_environment()
+        current = (launching.python, launching.packages)
+        image = image or (request.get("AlgorithmSpecification") or {}).get("TrainingImage")
+        profile, _ = match_image(image)
+        minors = ([m for m, kind in profile.pythons.items() if kind == "exact"] + [minor_of(current[0])] if profile
+                  else [minor_of((recorded or current)[0])])
+        kwargs = dict(image=image, recorded=recorded, current=current, requirements=requirements,
+                      current_layer=_site_packages_of_this_environment())
+        for minor in dict.fromkeys(minors):  # the image's own Python first, if it is cached or on this machine
+            candidate = None
+            try:
+                candidate = plan_environment(**kwargs, pythons={minor})
+            except UsageError:
+                continue
+            if (settings.env_cache / candidate.cache_key).is_dir() or find_python(minor):
+                return job, candidate
+        return job, plan_environment(**kwargs, pythons=set())  # raises: which Python is missing, and what to do
+
+    def prepare(self, request: dict[str, Any], *, pins: dict[str, dict] | None = None,
+                source_archive: dict[str, Any] | None = None, image: str | None = None,
+                recorded: tuple[str, dict] | None = None, log: LogFn | None = None) -> Preparation:
+        """Plan the job, build (or find) its environment, find its namespace: before the run is recorded, so that
+        a job that cannot run here leaves no record, and the record says what ran."""
+        log = log or _print_line
+        job, plan = self.plan(request, pins=pins, source_archive=source_archive, image=image, recorded=recorded)
+        environment = ensure_environment(plan, self._settings().env_cache, log)
+        sandbox = find_sandbox()
+        gaps = [] if sandbox.available else [{
+            "what": "/opt/ml", "why": f"no private mount namespace could be made ({sandbox.why_not}): the job ran "
+            "with its tree at LEDGER_HOME/jobs/<job>, and SM_* and SAGEMAKER_BASE_DIR named that path",
+            "fix": "run as root, or allow user namespaces (kernel.unprivileged_userns_clone=1), with unshare "
+                   "(util-linux) on PATH"}]
+        requirements = plan.requirements or (read_requirements(job, ContentStore(self._settings().home), S3())
+                                             if plan.requirements_satisfied else None)
+        return Preparation(job=job, plan=plan, environment=environment, sandbox=sandbox, gaps=gaps,
+                           requirements_seen=requirements)
+
+    def _settings(self):
+        from ledger.config import load_settings
+
+        settings = load_settings()
+        return settings if self.home is None else replace(settings, home=self.home)
+
     def launch(
         self,
         request: dict[str, Any],
@@ -102,16 +210,19 @@ class LocalBackend:
         log: LogFn | None = None,
         pins: dict[str, dict] | None = None,
         source_archive: dict[str, Any] | None = None,
+        prepared: Preparation | None = None,
     ) -> LaunchResult:
-        from ledger.config import load_settings
-
         log = log or _print_line
-        home = self.home or load_settings().home
+        home = self._settings().home
         plan = plan_local_job(request, home=home, pins=pins, source_archive=source_archive)
         root = Path(job_dir) if job_dir else home / "jobs" / plan.job_name
         check_local_inputs(plan)
         if root.exists() and any(root.iterdir()):
             raise UsageError(f"the job root {root} already exists", "give the job a new TrainingJobName")
+        if prepared is None:
+            prepared = self.prepare(request, pins=pins, source_archive=source_archive, log=log)
+            for gap in prepared.gaps:
+                log(f"ledger: gap: {gap['what']}: {gap['why']}")
         if plan.instance_count > 1:
             log(f"ledger: the job asks for {plan.instance_count} instances; the local backend runs one ({HOST})")
 
@@ -119,7 +230,7 @@ class LocalBackend:
         store, s3 = ContentStore(home), S3()
         data_pins, code = self._prepare(plan, root, store, s3, log)
         try:
-            end, metrics, tail = self._run(plan, root, log, deadline=started + plan.max_runtime)
+            end, metrics, tail = self._run(plan, root, log, prepared, deadline=started + plan.max_runtime)
         finally:
             seal_config_files(plan, root)
         model_artifact, output_artifact, upload_error = self._save_artifacts(plan, root, end, s3, log)
@@ -163,15 +274,20 @@ class LocalBackend:
             raise
         return data_pins, code
 
-    def _run(self, plan: JobPlan, root: Path, log: LogFn, *,
+    def _run(self, plan: JobPlan, root: Path, log: LogFn, prepared: Preparation, *,
              deadline: float) -> tuple[ProcessEnd, MetricParser, list[str]]:
-        """Install requirements if needed, then run the job; every line to job.log, the metrics and `log`."""
-        sm_env = build_training_env(plan, root, num_cpus=os.cpu_count() or 1, num_gpus=count_gpus())
-        env = build_process_env(dict(os.environ), plan, root, sm_env)
+        """Run the job in its environment and namespace; every line to job.log, the metrics and `log`."""
+        sandbox, environment = prepared.sandbox, prepared.environment
+        seen = OPT_ML if sandbox.available else root  # where the job sees its tree
+        sm_env = build_training_env(plan, seen, num_cpus=os.cpu_count() or 1, num_gpus=count_gpus())
+        support = [str(SUPPORT_DIR)] if prepared.plan.profile is not None else []
+        env = build_process_env(dict(os.environ), plan, seen, sm_env, environment=environment.path, support=support)
+        command = build_command(plan, seen, environment.python)
         metrics = MetricParser(plan.metric_definitions)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         known = known_secrets(plan)
-        with open(root / "job.log", "w", encoding="utf-8") as log_file:
+        with open(root / "job.log", "w", encoding="utf-8") as log_file, \
+                tempfile.TemporaryDirectory(prefix="ledger-job-") as scratch:
 
             def on_line(raw: str) -> None:
                 line = cloudwatch_form(raw)
@@ -182,12 +298,16 @@ class LocalBackend:
                 tail.append(line)
                 log(line)
 
-            end = self._install_requirements(root, env, on_line, plan, log)
-            if end is None:
-                log(f"ledger: running {plan.program or plan.algorithm + ' (built-in algorithm)'}")
-                end = run_process(build_command(plan, root), cwd=root / "code", env=env,
-                                  max_runtime=max(0.0, deadline - time.monotonic()),
-                                  stop_grace=self.stop_grace_seconds, on_line=on_line)
+            if prepared.plan.requirements_satisfied:
+                log("ledger: requirements.txt is satisfied by this environment; nothing to install")
+            if sandbox.available:
+                command = build_sandboxed_command(sandbox, command, tree=root, scratch=Path(scratch),
+                                                  workdir=seen / "code", readonly=[environment.path])
+            what = plan.program or (f"{plan.algorithm} (built-in algorithm)" if plan.algorithm else SM_TRAIN_NAME)
+            log(f"ledger: running {what} in {prepared.plan.describe()} (Python {environment.python_version}), "
+                + ("/opt/ml its own" if sandbox.available else "at its LEDGER_HOME paths"))
+            end = run_process(command, cwd=root / "code", env=env, max_runtime=max(0.0, deadline - time.monotonic()),
+                              stop_grace=self.stop_grace_seconds, on_line=on_line)
         damaged = damaged_inputs(root)
         if damaged:
             log(f"ledger: warning: the job wrote into its staged inputs ({', '.join(damaged[:3])}); their content "
@@ -208,26 +328,9 @@ class LocalBackend:
             return model_artifact, output_artifact, error
         return model_artifact, output_artifact, None
 
-    def _install_requirements(self, root: Path, env: dict[str, str], on_line, plan: JobPlan,
-                              log: LogFn) -> ProcessEnd | None:
-        """pip install -r code/requirements.txt, only when something in it is missing (so offline runs work).
 
-        Returns the ProcessEnd of a failed or stopped install (the job ends there), else None.
-        """
-        requirements = root / "code" / "requirements.txt"
-        if not requirements.is_file():
-            return None
-        missing = find_unsatisfied_requirements(requirements.read_text())
-        if not missing:
-            log("ledger: requirements.txt is satisfied by this environment; nothing to install")
-            return None
-        log(f"ledger: installing requirements into {sys.prefix}: {', '.join(missing)}")
-        end = run_process([sys.executable, "-m", "pip", "install", "-r", str(requirements)], cwd=root / "code",
-                          env=env, max_runtime=plan.max_runtime, stop_grace=self.stop_grace_seconds,
-                          on_line=on_line)
-        if end.exit_code == 0 and not end.stopped_by:
-            return None
-        if not end.stopped_by:
-            (root / "output" / "failure").write_text(
-                f"InstallRequirementsError: pip install -r requirements.txt exited with code {end.exit_code}")
-        return end
+def _site_packages_of_this_environment() -> str:
+    """The launching environment's site-packages: a first run's environment is layered over it."""
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]

@@ -7,7 +7,9 @@ decision about running it out, with no I/O.
     MetricParser          MetricDefinitions over the job's log lines, as CloudWatch shows them
     build_local_outcome   the job's end as DescribeTrainingJob would describe it
 
-The job root plays /opt/ml (the toolkit honours SAGEMAKER_BASE_DIR in its place):
+The job root is bound at /opt/ml in the job's own mount namespace (sandbox.py), so every path below is the
+/opt/ml path SageMaker uses; where no namespace can be made it stays at its LEDGER_HOME path, and SM_* and
+SAGEMAKER_BASE_DIR (which the toolkits honour) name that instead:
 
     <job root>/input/config/{hyperparameters,resourceconfig,inputdataconfig}.json
     <job root>/input/data/<channel>/     staged from file://, ledger-cas:// or s3:// (by recorded version ids)
@@ -82,6 +84,10 @@ class JobPlan:
     instance_count: int
     output_path: str
     environment: dict[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] | None = None  # SDK 3.x ModelTrainer: ContainerEntrypoint + ContainerArguments
+
+
+SM_TRAIN = "/opt/ml/input/data/sm_drivers/sm_train.sh"  # what SDK 3.x ModelTrainer's entrypoint runs
 
 
 def split_hyperparameters(raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -141,16 +147,19 @@ def plan_local_job(
     program = sm_hps.get("sagemaker_program")
     submit_dir = sm_hps.get("sagemaker_submit_directory")
 
-    algorithm = None
+    algorithm, entrypoint = None, None
     if spec.get("ContainerEntrypoint") and not program:
-        # SDK 3.x ModelTrainer sends its script this way (through the sm_drivers channel); running the image's
-        # built-in algorithm instead would record a run of something else.
-        raise UsageError(
-            f"the request runs ContainerEntrypoint {' '.join(map(str, spec['ContainerEntrypoint']))!r}, "
-            "which the local backend does not run",
-            "reproduce it on SageMaker: --backend sagemaker",
-        )
-    if not program:
+        entrypoint = (*spec["ContainerEntrypoint"], *(spec.get("ContainerArguments") or []))
+        channel_names = {c.get("ChannelName") for c in request.get("InputDataConfig") or []}
+        if "sm_drivers" not in channel_names or not any(SM_TRAIN in str(arg) for arg in entrypoint):
+            # Only SDK 3.x ModelTrainer's entrypoint runs here: its drivers come in the sm_drivers channel. Any
+            # other entrypoint is a program inside the image, which is not on this machine.
+            raise UsageError(
+                f"the request runs ContainerEntrypoint {' '.join(map(str, spec['ContainerEntrypoint']))!r} from its "
+                "image, which the local backend does not have",
+                "reproduce it on SageMaker: --backend sagemaker",
+            )
+    elif not program:
         image = spec.get("TrainingImage") or spec.get("AlgorithmName")
         algorithm = builtin_algorithm(image)
         if algorithm is None:
@@ -205,6 +214,7 @@ def plan_local_job(
         instance_count=int(resources.get("InstanceCount") or 1),
         output_path=output,
         environment={k: str(v) for k, v in (request.get("Environment") or {}).items()},
+        entrypoint=tuple(map(str, entrypoint)) if entrypoint else None,
     )
 
 
@@ -323,9 +333,16 @@ def build_training_env(plan: JobPlan, root: Path, *, num_cpus: int, num_gpus: in
     return {f"SM_{key.upper()}": _env_value(value) for key, value in env.items()}
 
 
-def build_process_env(base: dict[str, str], plan: JobPlan, root: Path, sm_env: dict[str, str]) -> dict[str, str]:
-    """This process's environment without stale SM_* values, then the request's Environment, then the contract."""
-    env = {k: v for k, v in base.items() if not k.startswith("SM_")}
+# What ties a process to the ledger's own Python: a job has an environment of its own.
+LEDGER_PYTHON_VARIABLES = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "__PYVENV_LAUNCHER__")
+
+
+def build_process_env(base: dict[str, str], plan: JobPlan, root: Path, sm_env: dict[str, str], *,
+                      environment: Path | None = None, support: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """This process's environment without stale SM_* values or the ledger's Python, then the request's
+    Environment, then the contract. `environment` is the job's virtual environment (first on PATH, as an image's
+    Python is), `support` what goes on the path after the job's code (container_support)."""
+    env = {k: v for k, v in base.items() if not k.startswith("SM_") and k not in LEDGER_PYTHON_VARIABLES}
     env.update(plan.environment)
     env.update(sm_env)
     code_dir = str(root / "code")
@@ -334,20 +351,28 @@ def build_process_env(base: dict[str, str], plan: JobPlan, root: Path, sm_env: d
         TRAINING_JOB_NAME=plan.job_name,
         CURRENT_HOST=HOST,
         PYTHONUNBUFFERED="1",  # lines reach the log (and the metrics) as they are printed
-        PYTHONPATH=os.pathsep.join(p for p in (code_dir, base.get("PYTHONPATH")) if p),
+        PYTHONPATH=os.pathsep.join([code_dir, *support]),
     )
+    if environment is not None:
+        env["VIRTUAL_ENV"] = str(environment)
+        env["PATH"] = os.pathsep.join(p for p in (str(environment / "bin"), base.get("PATH")) if p)
     return env
 
 
-def build_command(plan: JobPlan, root: Path) -> list[str]:
+def build_command(plan: JobPlan, root: Path, python: str | Path = sys.executable) -> list[str]:
+    """The job's argv: the entry point with `python` (the job environment's), the built-in algorithm's stand-in, or
+    SDK 3.x's ContainerEntrypoint as it was sent."""
+    python = str(python)
+    if plan.entrypoint:
+        return list(plan.entrypoint)
     if plan.algorithm:
-        return [sys.executable, str(ALGORITHM_SCRIPTS[plan.algorithm])]
+        return [python, str(ALGORITHM_SCRIPTS[plan.algorithm])]
     user_hps, _ = split_hyperparameters(plan.hyperparameters)
     program = root / "code" / plan.program
     if plan.program.endswith(".sh"):
         return ["/bin/sh", str(program), *build_user_args(user_hps)]
     if plan.program.endswith(".py"):
-        return [sys.executable, str(program), *build_user_args(user_hps)]
+        return [python, str(program), *build_user_args(user_hps)]
     return [str(program), *build_user_args(user_hps)]
 
 

@@ -232,7 +232,7 @@ def check_local_inputs(plan: JobPlan) -> None:
             if not local_path_of(channel.uri).exists():
                 raise NotFound(f"channel {channel.name!r}: {channel.uri} does not exist",
                                "check the channel's path (file:///absolute/path or a path)")
-    if plan.algorithm:
+    if plan.algorithm or plan.entrypoint:
         return
     if not plan.submit_dir:
         raise UsageError(f"the entry point {plan.program!r} has no source directory",
@@ -306,3 +306,85 @@ def damaged_inputs(root: Path) -> list[str]:
 def _read_failure_file(root: Path) -> str | None:
     failure = root / "output" / "failure"
     return failure.read_text(errors="replace") if failure.is_file() else None
+
+
+REQUIREMENTS = "requirements.txt"
+
+
+def read_requirements(plan: JobPlan, store: ContentStore, s3: S3) -> str | None:
+    """The job's requirements.txt, read from its source before anything is staged (its environment is built
+    first, and recorded with the run); None when it has none. SDK 3.x names its file in sm_drivers/sourcecode.json."""
+    if plan.entrypoint:
+        return _read_sdk3_requirements(plan, s3)
+    uri = plan.submit_dir
+    if not uri:
+        return None
+    if uri.startswith(CAS_PREFIX):
+        digest = parse_cas_uri(uri)
+        return _read_member(store.path_of(digest), REQUIREMENTS) if store.has(digest) else None
+    if uri.startswith("s3://"):
+        import tempfile
+
+        pinned = plan.source_archive if plan.source_archive and plan.source_archive.get("uri") == uri else {}
+        bucket, key = parse_s3_uri(uri)
+        with tempfile.TemporaryDirectory(prefix="ledger-source-") as tmp:
+            archive = Path(tmp) / "sourcedir.tar.gz"
+            s3.download(bucket, key, archive, pinned.get("version_id"))
+            return _read_member(archive, REQUIREMENTS)
+    path = local_path_of(uri)
+    if path.is_dir():
+        return (path / REQUIREMENTS).read_text() if (path / REQUIREMENTS).is_file() else None
+    return _read_member(path, REQUIREMENTS) if path.is_file() else None
+
+
+def _read_member(archive: Path, name: str) -> str | None:
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            if member.isfile() and member.name.lstrip("./") == name:
+                return tar.extractfile(member).read().decode("utf-8", "replace")
+    return None
+
+
+def _read_channel_file(s3: S3, uri: str, name: str) -> bytes | None:
+    bucket, prefix = parse_s3_uri(uri)
+    key = f"{prefix.rstrip('/')}/{name}" if prefix else name
+    try:
+        return s3.call(f"reading s3://{bucket}/{key}", s3.client.get_object, Bucket=bucket, Key=key)["Body"].read()
+    except NotFound:
+        return None
+
+
+def check_sdk3_drivers(plan: JobPlan, s3: S3) -> None:
+    """Before anything runs: SDK 3.x's drivers run here when they are what ModelTrainer uploads for SourceCode (an
+    entry script or a command in sourcecode.json), on one host without a distributed driver (torchrun, MPI)."""
+    drivers = {c.name: c.uri for c in plan.channels}.get("sm_drivers", "")
+    why = None
+    if not drivers.startswith("s3://"):
+        why = "its sm_drivers channel is not in S3"
+    else:
+        source = json.loads(_read_channel_file(s3, drivers, "sourcecode.json") or b"{}")
+        distributed = json.loads(_read_channel_file(s3, drivers, "distributed.json") or b"{}")
+        if not (source.get("entry_script") or source.get("command")):
+            why = "its sm_drivers/sourcecode.json names no entry_script or command to run"
+        elif distributed:
+            why = f"it asks for a distributed driver ({', '.join(sorted(distributed))}), which needs several hosts"
+    if why:
+        raise UsageError(f"the local backend cannot run this ContainerEntrypoint job: {why}",
+                         "reproduce it on SageMaker: --backend sagemaker")
+
+
+def _read_sdk3_requirements(plan: JobPlan, s3: S3) -> str | None:
+    channels = {c.name: c.uri for c in plan.channels}
+    drivers, code = channels.get("sm_drivers"), channels.get("code")
+    if not (drivers and code and drivers.startswith("s3://") and code.startswith("s3://")):
+        return None
+
+    def read(uri: str, name: str) -> bytes | None:
+        return _read_channel_file(s3, uri, name)
+
+    source = json.loads(read(drivers, "sourcecode.json") or b"{}")
+    name = source.get("requirements")
+    if not name or name == "auto":
+        name = REQUIREMENTS if name == "auto" else None
+    text = read(code, name) if name else None
+    return text.decode("utf-8", "replace") if text is not None else None
