@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ledger.audit.exports import uris
@@ -121,10 +120,12 @@ def build_code_dependencies(record: RunRecord, unpinned: list[dict]) -> list[dic
                       "annotations": {"againstCommit": code.commit, "keptIn": "the ledger's blobs, redacted"}})
     archive = code.source_archive
     if archive and archive.uri:
+        sha = bare_sha256(archive.sha256)
+        gap = None if sha else find_unpinned(unpinned, f"source archive {archive.uri}")
         found.append(_compact({
             "name": "source-archive",
-            "uri": archive.uri + (f"?versionId={archive.version_id}" if archive.version_id else ""),
-            "digest": {"sha256": archive.sha256} if bare_sha256(archive.sha256) else None,
+            "uri": archive.uri + (f"?versionId={quote(archive.version_id, safe='')}" if archive.version_id else ""),
+            "digest": {"sha256": sha} if sha else None, "annotations": unpinned_annotation(gap),
         }))
     for name, channel in sorted((code.model_extra.get("code_channels") or {}).items()):
         for obj in channel.get("objects") or []:  # SDK 3.x: keys relative to the channel, each with its sha256
