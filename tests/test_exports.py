@@ -148,9 +148,11 @@ def public_key_of(path: Path):
     return serialization.load_pem_public_key(Path(f"{path}.pub").read_bytes())
 
 
-def test_spec_pae_is_the_spec_test_vector():
-    assert spec_pae("http://example.com/HelloWorld", b"hello world") == \
-        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+def test_spec_pae_counts_bytes_not_characters():
+    from ledger.audit.dsse import build_pae
+
+    assert spec_pae("t\u00e9", b"a b") == b"DSSEv1 3 t\xc3\xa9 3 a b"  # the type's UTF-8 bytes; spaces kept
+    assert build_pae("t\u00e9", b"a b") == spec_pae("t\u00e9", b"a b")
 
 
 # --- in-toto and SLSA, with in-toto-attestation's models ----------------------------------------------------
