@@ -465,11 +465,21 @@ def build_entry_body(kind: str, run_id: str, payload: dict[str, Any], recorded_a
     )
 
 
+def merge_annotation(annotations: dict[str, Any], facts: dict[str, Any]) -> None:
+    """Merge one run.annotated payload into a run's annotations: a later value wins, except that a mapping merges
+    key by key into the mapping before it, so that facts that accumulate (each export of a run under `exports`)
+    are each one entry, and no entry is rewritten to add to them."""
+    for key, value in facts.items():
+        before = annotations.get(key)
+        annotations[key] = {**before, **value} if isinstance(before, dict) and isinstance(value, dict) else value
+
+
 def fold_entries(entries: list[tuple[int, str, str, str]]) -> RunRecord:
     """Fold one run's entries, as (seq, body, prev_hash, entry_hash) in seq order, into its current record.
 
     Later facts win: the newest run.finished gives the outcome, the newest run.verdict the verdict; annotations
-    are merged into `annotations`. `chain` names the newest entry folded, whose hash covers all the others.
+    are merged into `annotations` (`merge_annotation`). `chain` names the newest entry folded, whose hash covers
+    all the others.
     """
     record: dict[str, Any] | None = None
     annotations: dict[str, Any] = {}
@@ -486,7 +496,7 @@ def fold_entries(entries: list[tuple[int, str, str, str]]) -> RunRecord:
         elif kind == "run.verdict":
             record["verdict"] = payload["verdict"]
         elif kind == "run.annotated":
-            annotations.update(payload)
+            merge_annotation(annotations, payload)
         last = (seq, body, prev_hash, entry_hash)
     if record is None or last is None:
         raise ValueError("no run.launched entry among these entries")

@@ -165,7 +165,13 @@ def sdk2(aws, ledger_home, notebook_dir, tmp_path, monkeypatch):
 @pytest.fixture
 def workspace(tmp_path, ledger_home, monkeypatch):
     """A git project with a script and a data directory, as the working directory."""
-    project = tmp_path / "project"
+    project = make_workspace(tmp_path / "project")
+    monkeypatch.chdir(project)
+    return project
+
+
+def make_workspace(project):
+    """A git project at `project` with a script (src/train.py: a loss metric, a model.txt) and data/rows.csv."""
     (project / "src").mkdir(parents=True)
     (project / "data").mkdir()
     (project / "src" / "train.py").write_text(
@@ -179,5 +185,4 @@ def workspace(tmp_path, ledger_home, monkeypatch):
     for args in (["init", "-q", "-b", "main"], ["add", "-A"],
                  ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first"]):
         subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
-    monkeypatch.chdir(project)
     return project

@@ -305,7 +305,11 @@ def render(report: dict, fmt: str, *, manifest_rows: int = DEFAULT_MANIFEST_ROWS
 
 def save_report(report: dict, path: str | Path, fmt: str, **options) -> Path:
     """Write the report; the file appears whole or not at all."""
-    data = render(report, fmt, **options)
+    return save_whole(path, render(report, fmt, **options))
+
+
+def save_whole(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` so that the file appears whole or not at all (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

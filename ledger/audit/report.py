@@ -407,9 +407,17 @@ def build_run_section(record: RunRecord, entries: list[dict], reproductions: lis
              "compensated": list(r.verdict.compensated) if r.verdict else []}
             for r in reproductions
         ],
+        "exports": build_exports(record),
         "entries": [{"seq": e["seq"], "kind": e["kind"], "recorded_at": e["recorded_at"],
                      "entry_hash": e["entry_hash"]} for e in entries],
     }
+
+
+def build_exports(record: RunRecord) -> list[dict]:
+    """The run's exports (`ledger export`, `ledger sign-model`), as the record holds them, oldest first: format,
+    destination, sha256, signer's key id, when."""
+    exports = ((record.model_extra.get("annotations") or {}).get("exports") or {}).values()
+    return sorted((dict(e) for e in exports if isinstance(e, dict)), key=lambda e: str(e.get("exported_at") or ""))
 
 
 def _build_manifests(records: list[RunRecord]) -> tuple[list[dict], dict]:

@@ -7,7 +7,8 @@ Markdown, JSON) is signed the same way and the report file itself stays byte for
 Changing one byte of the report changes its sha256, and the signature no longer covers it.
 
 Keys: PEM (PKCS#8 private, SubjectPublicKeyInfo public) or OpenSSH (`ssh-keygen -t ed25519`) files.
-`ledger audit keygen KEYFILE` writes a new pair, KEYFILE (private, mode 0600) and KEYFILE.pub.
+`ledger audit keygen KEYFILE` writes a new pair, KEYFILE (private, mode 0600) and KEYFILE.pub; with
+`--algorithm ecdsa-p256`, an elliptic-curve pair for OpenSSF model signing (`ledger sign-model`).
 """
 
 from __future__ import annotations
@@ -29,17 +30,24 @@ ALGORITHM = "Ed25519"
 # --- keys -----------------------------------------------------------------------------------------------------
 
 
-def generate_keypair(path: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write a new Ed25519 key pair: PATH (private, PEM PKCS#8, mode 0600) and PATH.pub (public, PEM)."""
+KEY_ALGORITHMS = ("ed25519", "ecdsa-p256")  # reports and SLSA exports; OpenSSF model signing (ledger sign-model)
+
+
+def generate_keypair(path: str | Path, overwrite: bool = False, algorithm: str = "ed25519") -> tuple[Path, Path]:
+    """Write a new key pair: PATH (private, PEM PKCS#8, mode 0600) and PATH.pub (public, PEM). Ed25519 signs
+    reports and exports; OpenSSF model signing takes an elliptic-curve key (ecdsa-p256) instead."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    if algorithm not in KEY_ALGORITHMS:
+        raise UsageError(f"unknown key algorithm {algorithm!r}", f"use one of: {', '.join(KEY_ALGORITHMS)}")
     private_path = Path(path)
     public_path = private_path.with_name(private_path.name + ".pub")
     for existing in (private_path, public_path):
         if existing.exists() and not overwrite:
             raise UsageError(f"{existing} already exists", "choose another path; a key is never overwritten")
-    key = Ed25519PrivateKey.generate()
+    key = Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
@@ -52,7 +60,7 @@ def generate_keypair(path: str | Path, overwrite: bool = False) -> tuple[Path, P
     return private_path, public_path
 
 
-def _read(path: str | Path, what: str) -> bytes:
+def read_file(path: str | Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as err:
@@ -65,7 +73,7 @@ def load_private_key(path: str | Path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    data = _read(path, "private key")
+    data = read_file(path, "private key")
     try:
         if b"OPENSSH PRIVATE KEY" in data:
             key = serialization.load_ssh_private_key(data, password=None)
@@ -87,7 +95,7 @@ def load_public_key(path: str | Path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    data = _read(path, "public key")
+    data = read_file(path, "public key")
     try:
         if data.lstrip().startswith(b"ssh-"):
             key = serialization.load_ssh_public_key(data.strip())
@@ -110,8 +118,14 @@ def public_key_raw(public_key) -> bytes:
 
 
 def key_id(public_key) -> str:
-    """A short name for a public key: the first 16 hex digits of the sha256 of its 32 raw bytes."""
-    return hashlib.sha256(public_key_raw(public_key)).hexdigest()[:16]
+    """A short name for a public key: the first 16 hex digits of the sha256 of its raw bytes (an Ed25519 key's 32
+    bytes; another key's SubjectPublicKeyInfo DER)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    raw = public_key_raw(public_key) if isinstance(public_key, Ed25519PublicKey) else public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 # --- pure: the statement --------------------------------------------------------------------------------------
@@ -144,7 +158,7 @@ def sign_report_file(report_path: str | Path, key_path: str | Path, report_diges
     """Sign the report file at `report_path` with the Ed25519 key at `key_path`; writes REPORT.sig."""
     key = load_private_key(key_path)
     path = Path(report_path)
-    data = _read(path, "report")
+    data = read_file(path, "report")
     statement = build_statement(report_digest, path.name, hashlib.sha256(data).hexdigest(), fmt,
                                 signed_at or utc_now())
     signature = key.sign(canonical_bytes(statement))
@@ -186,9 +200,9 @@ def check_report_signature(report_path: str | Path, public_key_path: str | Path,
     sig_path = Path(signature_path) if signature_path else signature_path_for(path)
     public = load_public_key(public_key_path)
     check = SignatureCheck(ok=False, report=str(path), signature_file=str(sig_path), key_id=key_id(public))
-    data = _read(path, "report")
+    data = read_file(path, "report")
     try:
-        document = json.loads(_read(sig_path, "signature file"))
+        document = json.loads(read_file(sig_path, "signature file"))
         statement = document["statement"]
         signature = base64.b64decode(document["signature"], validate=True)
     except (ValueError, KeyError, TypeError) as err:

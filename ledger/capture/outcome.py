@@ -2,13 +2,16 @@
 
     build_outcome_from_description   pure: a DescribeTrainingJob response -> Outcome
     capture_model_artifact           side effect: read the model archive, pin it by version id, sha256, contents
+    fetch_model_archive              side effect: copy a recorded model archive here (S3 by its version id, or a file)
 
 The local backend builds its outcome from the process it ran (`backends.local.contract.build_local_outcome`).
 """
 
 from __future__ import annotations
 
+import shutil
 from datetime import timezone
+from pathlib import Path
 from typing import Any
 
 from ledger.record import ModelArtifact, Outcome
@@ -57,6 +60,25 @@ def capture_model_artifact(uri: str, session: Any = None) -> ModelArtifact:
                              tree_sha256=tree)
     except Exception:  # noqa: BLE001 - an artifact we cannot read is recorded by URI only
         return ModelArtifact(uri=uri)
+
+
+def fetch_model_archive(artifact: ModelArtifact, dest: str | Path, session: Any = None) -> Path:
+    """Copy the recorded model archive to `dest`: from S3 by its recorded version id (the object the job wrote,
+    even if the key was written again since), or from a local path. Raises what the read raises; the caller
+    checks the bytes against the recorded sha256."""
+    from ledger.capture import client_for
+    from ledger.capture.content_store import local_path_of
+    from ledger.capture.data import parse_s3_uri
+
+    if not artifact.uri:
+        raise ValueError("the record names no model artifact")
+    if artifact.uri.startswith("s3://"):
+        bucket, key = parse_s3_uri(artifact.uri)
+        extra = {"ExtraArgs": {"VersionId": artifact.version_id}} if artifact.version_id else {}
+        client_for(session, "s3").download_file(bucket, key, str(dest), **extra)
+    else:
+        shutil.copyfile(local_path_of(artifact.uri), dest)
+    return Path(dest)
 
 
 def capture_finished_outcome(description: dict[str, Any], session: Any = None) -> Outcome:

@@ -32,8 +32,8 @@ EXIT_CODES: tuple[tuple[type[LedgerError], int], ...] = (
 # One module a command area (ledger/cli/<area>.py), each with register(app): built-ins are registered the way a
 # plugin would be. The order is the order of `ledger --help`.
 COMMAND_AREAS: tuple[str, ...] = (
-    "runs", "diff", "verify", "sync", "db", "run", "reproduce", "demo", "dashboard", "audit", "lineage", "anchor",
-    "proof",
+    "runs", "diff", "verify", "sync", "db", "run", "reproduce", "demo", "dashboard", "audit", "export", "lineage",
+    "anchor", "proof",
 )
 
 

@@ -1,9 +1,10 @@
 """`ledger audit`: reports, their signatures, and checks of a report against the log.
 
     ledger audit [RUN...] [--project P] [--since DATE] [--until DATE] --format html|pdf|md|json -o FILE [--sign KEY]
-    ledger audit verify FILE --key PUBKEY        the Ed25519 signature of a report (FILE.sig); exit 3 when it fails
+    ledger audit verify FILE --key PUBKEY        the Ed25519 signature of a report or export (FILE.sig, or the DSSE
+                                                 envelopes of an SLSA export); exit 3 when it fails
     ledger audit check FILE                      a report's entry hashes against the log now; exit 3 naming the entry
-    ledger audit keygen KEYFILE                  a new Ed25519 key pair: KEYFILE and KEYFILE.pub
+    ledger audit keygen KEYFILE [--algorithm A]  a new key pair: KEYFILE and KEYFILE.pub (Ed25519, or ecdsa-p256)
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import typer
 from typer.core import TyperGroup
 
 from ledger import audit
+from ledger.audit import dsse
+from ledger.audit.model_signature import load_model_signing_key
 from ledger.audit.signing import (
     check_report_signature,
     generate_keypair,
     key_id,
     load_private_key,
     load_public_key,
+    read_file,
     require_valid_signature,
     sign_report_file,
 )
@@ -101,20 +105,32 @@ def report_command(
 
 @audit_app.command("verify")
 def verify_report_command(
-    file: str = typer.Argument(..., help="The report file (its signature is FILE.sig)."),
+    file: str = typer.Argument(..., help="The report or export (its signature is FILE.sig), or an SLSA bundle "
+                                         "(DSSE envelopes)."),
     key: str = typer.Option(..., "--key", help="The signer's Ed25519 public key (PEM or OpenSSH)."),
     signature: Optional[str] = typer.Option(None, "--signature", help="The signature file, if not FILE.sig."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
-    """Check a report's Ed25519 signature: exit 3 when the file or the signature was changed, or another key signed."""
+    """Check the Ed25519 signature of a report or an export: exit 3 when the file or the signature was changed, or
+    another key signed. An SLSA export (`ledger export --format slsa --sign KEY`) is checked envelope by envelope."""
+    data = read_file(file, "file")
+    if signature is None and dsse.is_bundle(data):
+        statements = dsse.verify_bundle(data, load_public_key(key))
+        if as_json:
+            print_json({"ok": True, "file": file, "key_id": key_id(load_public_key(key)), "statements": statements})
+        else:
+            kinds = ", ".join(s.get("predicateType", "?") for s in statements)
+            say(f"Signature OK: every envelope of {file} ({len(statements)}: {kinds}) is signed by key "
+                f"{key_id(load_public_key(key))}")
+        return
     check = check_report_signature(file, key, signature)
     if as_json:
         print_json(check.to_dict())
     require_valid_signature(check)
     if not as_json:
         statement = check.statement
-        say(f"Signature OK: {file} is the file key {check.key_id} signed at {statement.get('signed_at')} "
-             f"(report sha256:{statement.get('report_digest')})")
+        digest = f" (report sha256:{statement['report_digest']})" if statement.get("report_digest") else ""
+        say(f"Signature OK: {file} is the file key {check.key_id} signed at {statement.get('signed_at')}{digest}")
 
 
 @audit_app.command("check")
@@ -169,11 +185,14 @@ def check_report_command(
 @audit_app.command("keygen")
 def keygen_command(
     keyfile: str = typer.Argument(..., help="Where to write the private key; the public key goes to KEYFILE.pub."),
+    algorithm: str = typer.Option("ed25519", "--algorithm", help="ed25519 (reports, exports) or ecdsa-p256 "
+                                                                 "(ledger sign-model: OpenSSF model signing)."),
 ):
-    """Make an Ed25519 key pair for signing reports: KEYFILE (private, mode 0600) and KEYFILE.pub."""
-    private, public = generate_keypair(keyfile)
+    """Make a key pair for signing reports and exports: KEYFILE (private, mode 0600) and KEYFILE.pub."""
+    private, public = generate_keypair(keyfile, algorithm=algorithm)
+    key = load_private_key(private) if algorithm == "ed25519" else load_model_signing_key(private)
     say(f"Wrote {private} (private: keep it secret) and {public} (give it to reviewers); key id "
-         f"{key_id(load_public_key(public))}")
+         f"{key_id(key.public_key())}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ledger.audit.report import build_exports
 from ledger.record import RunRecord
 
 
@@ -66,6 +67,12 @@ def render_record(record: RunRecord) -> Group:
     parts.append(gaps)
     if record.verdict:
         parts.append(render_verdict(record.verdict))
+    exports = build_exports(record)
+    if exports:
+        parts.append(_facts(f"Exports ({len(exports)})", [
+            (e.get("format"), f"{e.get('destination')} (sha256 {str(e.get('sha256'))[:16]}…"
+                              + (f", signed by key {e['signed_by']}" if e.get("signed_by") else "") + ")")
+            for e in exports]))
     if record.chain:
         parts.append(_facts("Chain", [("seq", record.chain.seq), ("entry hash", record.chain.entry_hash)]))
     return Group(*parts)

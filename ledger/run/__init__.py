@@ -9,6 +9,7 @@
     preflight.py  what a reproduction would find: the record's pins against the world now
     verdict.py    IDENTICAL | EQUIVALENT | DIVERGED | UNVERIFIABLE, and why
     reproduce.py  preflight, pinned relaunch, verdict
+    observers.py  callables told when a run has finished (autolog's exports); their failures only warn
 
 Every function that records takes the ledger handle (`book`) its caller opened.
 """

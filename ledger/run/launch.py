@@ -21,6 +21,7 @@ from ledger.record import Gap, Outcome, Pins, RunRecord
 from ledger.run import say
 from ledger.run.hooks import already_captured
 from ledger.run.launcher import hold_launcher_lock
+from ledger.run.observers import notify_finished
 from ledger.run.recorder import capture_request, save_launch
 from ledger.run.spool import save_spooled_outcome
 
@@ -247,13 +248,20 @@ def prepare_on_backend(runner, capture, inherited: Pins | None, log: Callable[[s
 
 def _record_outcome(book, record: RunRecord, outcome: Outcome) -> RunRecord:
     """Record the outcome in the ledger; when it cannot be written (or the launch itself was spooled), in the
-    run's spool file, which `ledger sync` appends: an outcome, once observed, is not lost."""
+    run's spool file, which `ledger sync` appends: an outcome, once observed, is not lost. The observers of
+    finished runs are told of a recorded outcome; of a reproduction's, once its verdict is (reproduce)."""
     try:
         if record.chain is not None or book.has_run(record.run_id):
-            return book.record_outcome(record.run_id, outcome)
+            return _told(book, book.record_outcome(record.run_id, outcome))
     except Exception as error:  # noqa: BLE001 - the outcome waits in the spool
         say(f"ledger: could not record the outcome of run {record.run_id} ({error}); spooling it")
     path = save_spooled_outcome(record, outcome, book.settings)
     if path is None:  # `ledger sync` imported the launch meanwhile: the ledger has the run now
-        return book.record_outcome(record.run_id, outcome)
+        return _told(book, book.record_outcome(record.run_id, outcome))
     return record.model_copy(update={"outcome": outcome})
+
+
+def _told(book, record: RunRecord) -> RunRecord:
+    if not record.reproduction_of:
+        notify_finished(book, record)
+    return record

@@ -23,6 +23,7 @@ from ledger.capture.secrets import check_secret
 from ledger.errors import LedgerError, PlanFailed, UsageError
 from ledger.record import REDACTED, Outcome, RunRecord, Verdict
 from ledger.run.launch import launch_job, parse_assignments, plan_recorded_set
+from ledger.run.observers import notify_finished
 from ledger.run.preflight import Plan, failure, observe_world, plan_reproduction
 from ledger.run.verdict import build_compensation, build_substitutions, build_verdict, compare_artifacts
 
@@ -115,6 +116,7 @@ def reproduce(book, run_ref: str, backend: str | None = None, dry_run: bool = Fa
         verdict.recomputed = ("the original's contents digest was recomputed from its archive (the recorded sha256 "
                               "matches) under the current rule, which counts file modes and symlink targets")
     new = book.record_verdict(new.run_id, verdict)
+    notify_finished(book, new)
     return Reproduction(plan, new, verdict)
 
 

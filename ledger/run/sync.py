@@ -14,13 +14,17 @@ from ledger.capture import aws_error_code, client_for
 from ledger.capture.outcome import TERMINAL_STATUSES, build_outcome_from_description, capture_finished_outcome
 from ledger.record import Outcome, RunRecord
 from ledger.run.launcher import settle_lost_launch
+from ledger.run.observers import notify_finished
 from ledger.run.spool import import_spool_files
 from ledger.store.mlflow_sink import push_outbox
 
 
 def settle(book, run_id: str, description: dict[str, Any], session: Any = None) -> RunRecord:
-    """Record the outcome of a job from its DescribeTrainingJob response (with the model artifact pinned)."""
-    return book.record_outcome(run_id, capture_finished_outcome(description, session))
+    """Record the outcome of a job from its DescribeTrainingJob response (with the model artifact pinned), and
+    tell the observers of finished runs."""
+    record = book.record_outcome(run_id, capture_finished_outcome(description, session))
+    notify_finished(book, record)
+    return record
 
 
 @dataclass

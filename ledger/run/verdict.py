@@ -8,15 +8,13 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.capture import client_for
-from ledger.capture.content_store import build_tree_digest, local_path_of, sha256_file, tree_entries
-from ledger.capture.data import parse_s3_uri
+from ledger.capture.content_store import build_tree_digest, sha256_file, tree_entries
+from ledger.capture.outcome import fetch_model_archive
 from ledger.record import Outcome, RunRecord, Verdict
 from ledger.run.preflight import PinCheck, short
 
@@ -184,7 +182,7 @@ def compare_artifacts(original, reproduction, session: Any = None) -> ArtifactCo
         for i, artifact in enumerate((original, reproduction)):
             archive = Path(tmp) / f"{i}.tar.gz"
             try:
-                _fetch(artifact.uri, archive, session, artifact.version_id)
+                fetch_model_archive(artifact, archive, session)
                 same = artifact.sha256 is None or sha256_file(archive) == artifact.sha256
                 trees.append(tree_entries(archive) if same else None)
             except Exception:  # noqa: BLE001 - an archive that cannot be read is not compared
@@ -193,12 +191,3 @@ def compare_artifacts(original, reproduction, session: Any = None) -> ArtifactCo
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) if a is not None and b is not None else []
     return ArtifactComparison(build_tree_digest(a) if a is not None else None,
                               build_tree_digest(b) if b is not None else None, changed)
-
-
-def _fetch(uri: str, dest, session, version_id: str | None = None) -> None:
-    if uri.startswith("s3://"):
-        bucket, key = parse_s3_uri(uri)
-        extra = {"ExtraArgs": {"VersionId": version_id}} if version_id else {}
-        client_for(session, "s3").download_file(bucket, key, str(dest), **extra)
-    else:
-        shutil.copyfile(local_path_of(uri), dest)

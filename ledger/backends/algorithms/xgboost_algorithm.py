@@ -90,7 +90,8 @@ def build_booster_params(hps: dict) -> dict:
 
 def content_type_of(channel_config: dict) -> str:
     """'csv', 'libsvm' or 'parquet' from a channel's ContentType, as the image reads it; libsvm when none."""
-    from sagemaker_xgboost_container.data_utils import UserError as DataError, get_content_type
+    from sagemaker_xgboost_container.data_utils import UserError as DataError
+    from sagemaker_xgboost_container.data_utils import get_content_type
 
     try:
         kind = get_content_type(channel_config.get("ContentType"))
@@ -109,7 +110,8 @@ def data_files(channel_dir: Path) -> list[Path]:
 
 def load_dmatrix(channel_dir: Path, content_type: str, csv_weights: int = 0):
     """The channel read as the image's algorithm mode reads it (sagemaker_xgboost_container.data_utils)."""
-    from sagemaker_xgboost_container.data_utils import UserError as DataError, get_dmatrix
+    from sagemaker_xgboost_container.data_utils import UserError as DataError
+    from sagemaker_xgboost_container.data_utils import get_dmatrix
 
     if not data_files(channel_dir):
         return None

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ledger.backends.algorithms import ALGORITHM_SCRIPTS
 from ledger.backends.base import LaunchResult, LogFn
 from ledger.backends.local.contract import (
     HOST,
+    SM_TRAIN,
     JobPlan,
     MetricParser,
-    SM_TRAIN,
     build_command,
     build_local_outcome,
     build_process_env,
@@ -33,9 +34,9 @@ from ledger.backends.local.contract import (
     plan_local_job,
 )
 from ledger.backends.local.environments import (
+    SUPPORT_DIR,
     EnvironmentPlan,
     JobEnvironment,
-    SUPPORT_DIR,
     ensure_environment,
     find_python,
     match_image,
@@ -43,6 +44,7 @@ from ledger.backends.local.environments import (
     plan_environment,
     read_lock_packages,
 )
+from ledger.backends.local.environments import find_unsatisfied_requirements as _find_unsatisfied
 from ledger.backends.local.process import ProcessEnd, count_gpus, run_process
 from ledger.backends.local.sandbox import OPT_ML, Sandbox, build_sandboxed_command, find_sandbox
 from ledger.backends.local.staging import (
@@ -60,11 +62,9 @@ from ledger.backends.local.staging import (
     stage_code,
     write_config_files,
 )
-from ledger.backends.local.environments import find_unsatisfied_requirements as _find_unsatisfied
 from ledger.capture.content_store import ContentStore
 from ledger.capture.secrets import redact_known
 from ledger.errors import LedgerError, NotFound, UsageError
-from ledger.backends.algorithms import ALGORITHM_SCRIPTS
 from ledger.record import sha256_hex, utc_now
 
 SM_TRAIN_NAME = SM_TRAIN.rsplit("/", 1)[-1]
