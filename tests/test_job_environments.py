@@ -233,6 +233,10 @@ def test_an_abalone_script_mode_job_runs_in_the_xgboost_1_7_profile_and_reproduc
     assert ran["lock_sha256"] == build_lock_digest(profile.lock_text(ran["python"].rsplit(".", 1)[0]))
     assert ran["namespace"] and ran["deviations"]
     assert record["pins"]["environment"]["packages"]["xgboost"] == "1.7.4"
+    from importlib.metadata import version  # what launched the job is a fact of its own, kept beside what ran
+
+    assert record["pins"]["environment"]["launcher"]["packages"]["sagemaker-ledger"] == version("sagemaker-ledger")
+    assert "sagemaker-ledger" not in record["pins"]["environment"]["packages"]
     channels = {c["ChannelName"]: c["ContentType"] for c in record["request"]["InputDataConfig"]}
     assert channels == {"train": "text/libsvm", "validation": "text/libsvm"}
     assert record["outcome"]["metrics"]["validation:rmse"] > 0

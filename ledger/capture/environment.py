@@ -17,6 +17,10 @@ import threading
 
 from ledger.record import EnvironmentPin, digest
 
+# The packages that launch a job (the SDKs and the ledger): a local job's record keeps their versions as
+# `pins.environment.launcher` when its environment becomes the one the job ran with.
+LAUNCHER_PACKAGES = ("sagemaker", "sagemaker-core", "boto3", "botocore", "sagemaker-ledger")
+
 _cache: dict[str, object] = {"key": None, "pin": None}
 _cache_lock = threading.Lock()
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ledger.backends import get_backend
 from ledger.capture.content_store import local_path_of
-from ledger.capture.environment import build_environment_pin
+from ledger.capture.environment import LAUNCHER_PACKAGES, build_environment_pin
 from ledger.errors import CaptureRefused, LedgerError, NotFound, UsageError
 from ledger.record import Gap, Outcome, Pins, RunRecord
 from ledger.run import say
@@ -233,8 +233,12 @@ def prepare_on_backend(runner, capture, inherited: Pins | None, log: Callable[[s
                        image=(inherited.image.uri if inherited else None) or record.pins.image.uri,
                        recorded=recorded, log=log or say)
     ran = prepared.describe()
-    # The job's environment is the record's environment: what the job ran with, not what launched it.
-    environment = build_environment_pin(ran["python"], record.pins.environment.platform, prepared.packages)
+    # The job's environment is the record's environment: what the job ran with. What launched it (the SDKs and the
+    # ledger, by version) is kept beside it: a different fact.
+    launcher = record.pins.environment
+    environment = build_environment_pin(ran["python"], launcher.platform, prepared.packages)
+    environment.launcher = {"python": launcher.python, "packages": {
+        name: launcher.packages[name] for name in LAUNCHER_PACKAGES if name in launcher.packages}}
     record.pins.environment = environment
     ran["fingerprint"] = environment.fingerprint  # of what the job ran with; `lock_sha256` names what it was built from
     record.pins.image = record.pins.image.model_copy(update={"digest": environment.fingerprint, "ran": ran})

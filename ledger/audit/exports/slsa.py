@@ -184,6 +184,14 @@ def build_dependencies(record: RunRecord, unpinned: list[dict]) -> list[dict]:
 # --- statements -----------------------------------------------------------------------------------------------
 
 
+def build_sdk_versions(environment) -> dict[str, str]:
+    """Pure: the versions of the SDKs that launched the job: from the launching environment, which a local job's
+    record keeps apart (`launcher`) from the environment the job ran in."""
+    launcher = (environment.model_extra or {}).get("launcher") or {}
+    packages = launcher.get("packages") or environment.packages
+    return {name: packages[name] for name in SDK_PACKAGES if name in packages}
+
+
 def build_provenance_statement(record: RunRecord, files: dict[str, str]) -> dict:
     """The SLSA provenance of the run's model: `files` are {path: sha256} of the files in its archive, which the
     caller read and checked against the recorded sha256 (common.read_model_files)."""
@@ -198,7 +206,7 @@ def build_provenance_statement(record: RunRecord, files: dict[str, str]) -> dict
             "externalParameters": _compact({"request": record.request, "backend": record.backend,
                                             "redactedKeys": record.model_extra.get("redacted_keys")}),
             "internalParameters": _compact({
-                "sdk": {name: environment.packages[name] for name in SDK_PACKAGES if name in environment.packages},
+                "sdk": build_sdk_versions(environment),
                 "environment": _compact({"python": environment.python, "platform": environment.platform,
                                          "fingerprint": environment.fingerprint,
                                          "packages": environment.packages}),
