@@ -896,6 +896,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="10,000 runs, 50,000 entries, 3 reps: a smoke run")
     parser.add_argument("--skip-mlflow", action="store_true", help="leave out the MLflow peer")
     parser.add_argument("--skip-postgres", action="store_true", help="leave out PostgreSQL")
+    parser.add_argument("--skip-big-log", action="store_true", help="leave out bytes per run and the big log (5, 6)")
     parser.add_argument("--profile", action="store_true", help="also print cProfile hot spots of the queries")
     parser.add_argument("--packages", type=int, default=None,
                         help="record only N of this interpreter's packages in the environment pin (default: all)")
@@ -973,11 +974,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             add_query_rows(results, "SQLite", args.runs, filtered_rows, load, filtered)
 
-        say(f"\n5. bytes per run: {args.runs:,} finished runs as the ledger writes them")
-        bench_bytes_per_run(tmp, args.runs, mlflow_db, results)
+        if not args.skip_big_log:
+            say(f"\n5. bytes per run: {args.runs:,} finished runs as the ledger writes them")
+            bench_bytes_per_run(tmp, args.runs, mlflow_db, results)
 
-        say(f"\n6. the big log: {args.entries:,} entries")
-        bench_big_log(tmp, args.entries, min(args.reps, 3), results, child_env)
+            say(f"\n6. the big log: {args.entries:,} entries")
+            bench_big_log(tmp, args.entries, min(args.reps, 3), results, child_env)
     finally:
         if args.keep:
             say(f"kept {tmp}")

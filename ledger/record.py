@@ -353,6 +353,21 @@ def blob_bytes(value: Any) -> bytes:
     return canonical_bytes(value)
 
 
+_last_package_blob: tuple[dict, bytes, str] = ({}, b"", "")
+
+
+def _package_blob(packages: dict[str, str]) -> tuple[bytes, str]:
+    """(bytes, sha256) of a package list's blob. Every run of a process names the same list: the last one's bytes
+    are kept (compared whole, so never another list's), which spares a quarter of an append's JSON encoding."""
+    global _last_package_blob
+    last, data, digest = _last_package_blob
+    if last != packages:
+        data = blob_bytes(packages)
+        digest = sha256_hex(data)
+        _last_package_blob = (dict(packages), data, digest)
+    return data, digest
+
+
 def plan_small_payload(kind: str, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Pure: the payload an entry of `kind` stores, with its package list, metric series and large manifests moved
     into blobs it names by sha256, and {sha256: bytes} of those blobs. The entry stays small however many runs
@@ -377,7 +392,9 @@ def plan_small_payload(kind: str, payload: dict[str, Any]) -> tuple[dict[str, An
         environment = pins.get("environment") or {}
         if environment.get("packages"):
             environment = pins["environment"] = dict(environment)
-            environment["packages_sha256"] = keep(environment.pop("packages"))
+            data, digest = _package_blob(environment.pop("packages"))
+            blobs[digest] = data
+            environment["packages_sha256"] = digest
             environment["packages"] = {}
         data = pins.get("data") or {}
         large = [name for name, channel in data.items() if len(channel.get("objects") or []) > INLINE_OBJECTS]

@@ -123,3 +123,22 @@ def test_fold_entries_applies_later_facts_in_order():
     assert folded.outcome.metrics == {"rmse": 1.5}
     assert folded.to_dict()["annotations"] == {"mlflow_run_id": "abc"}
     assert folded.chain.seq == 4 and folded.chain.entry_hash == "h4"
+
+
+def test_the_package_list_blob_is_always_the_lists_own():
+    """The last list's blob is reused only for an equal list: a list changed in place, or another, gets its own."""
+    from ledger.record import blob_bytes, plan_small_payload, sha256_hex
+
+    def launched(packages):
+        return {"pins": {"environment": {"packages": packages}}}
+
+    packages = {"numpy": "2.1.0", "pandas": "2.2.3"}
+    first, blobs = plan_small_payload("run.launched", launched(packages))
+    assert first["pins"]["environment"]["packages_sha256"] == sha256_hex(blob_bytes(packages))
+    assert blobs == {sha256_hex(blob_bytes(packages)): blob_bytes(packages)}
+    packages["numpy"] = "2.2.0"  # the caller's dict, changed after the first plan
+    second, blobs = plan_small_payload("run.launched", launched(packages))
+    assert second["pins"]["environment"]["packages_sha256"] == sha256_hex(blob_bytes(packages))
+    assert second["pins"]["environment"]["packages_sha256"] != first["pins"]["environment"]["packages_sha256"]
+    third, _ = plan_small_payload("run.launched", launched({"numpy": "2.1.0", "pandas": "2.2.3"}))
+    assert third["pins"]["environment"]["packages_sha256"] == first["pins"]["environment"]["packages_sha256"]
