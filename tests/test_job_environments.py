@@ -353,6 +353,46 @@ def test_without_a_namespace_the_job_runs_at_its_ledger_home_paths_and_the_gap_i
     assert record["pins"]["image"]["ran"]["namespace"] is None
 
 
+def test_a_user_other_than_root_gets_the_namespace_through_a_user_namespace():
+    """The recipe for users other than root (`unshare --user --map-root-user`), run by such a user: /opt/ml is the
+    job's tree, what the job writes there is the user's on the host, a write elsewhere in /opt vanishes, and the
+    job's environment is read-only even to its owner. As root, the test becomes uid 65534 with setpriv."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from ledger.backends.local.sandbox import OPT_ML, Sandbox, build_sandboxed_command, build_unshare_prefix
+
+    nobody = 65534
+    as_user = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"] if os.geteuid() == 0 else []
+    uid = nobody if as_user else os.geteuid()
+    prefix = build_unshare_prefix(shutil.which("unshare"), uid)
+    assert prefix[1:4] == ("--user", "--map-root-user", "--mount")
+    with tempfile.TemporaryDirectory(prefix="ledger-userns-") as folder:  # not tmp_path: root's is 0700
+        base = Path(folder)
+        base.chmod(0o755)
+        tree, environment, scratch = base / "tree", base / "environment", base / "scratch"
+        (tree / "input" / "config").mkdir(parents=True)
+        (tree / "input" / "config" / "hyperparameters.json").write_text('{"epochs": "3"}\n')
+        environment.mkdir()
+        (environment / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        scratch.mkdir()
+        for path in [base, *base.rglob("*")]:
+            os.chown(path, uid, uid)
+        job = ("cat /opt/ml/input/config/hyperparameters.json; mkdir /opt/ml/model; echo saved > /opt/ml/model/m; "
+               "touch /opt/written-by-the-job; "
+               f"echo changed > {environment}/pyvenv.cfg 2>/dev/null || echo environment read-only; id -u; pwd")
+        argv = build_sandboxed_command(Sandbox(prefix=prefix), ["/bin/bash", "-c", job], tree=tree,
+                                       scratch=scratch, workdir=OPT_ML, readonly=[environment])
+        done = subprocess.run([*as_user, *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ['{"epochs": "3"}', "environment read-only", "0", "/opt/ml"]
+        assert (tree / "model" / "m").read_text() == "saved\n" and (tree / "model" / "m").stat().st_uid == uid
+        assert (environment / "pyvenv.cfg").read_text() == "home = /usr/bin\n"
+    assert not Path("/opt/written-by-the-job").exists() and not OPT_ML.exists()
+
+
 # --- reproducing a SageMaker job here ----------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """A private mount namespace per job, where /opt/ml is that job's tree, as it is in a SageMaker container.
 
     find_sandbox              side effects (once a process): can a namespace be made here, and how
+    build_unshare_prefix      pure: the unshare command for a user id (root, or any other through a user namespace)
     build_sandboxed_command   pure: the job's argv wrapped so it runs in its own namespace
 
 As root, `unshare --mount`; otherwise `unshare --user --map-root-user --mount` (a user namespace, where the job is
@@ -62,8 +63,8 @@ class Sandbox:
         return " ".join(self.prefix[:-2]) if self.prefix else "none"
 
 
-def _unshare_prefix(unshare: str) -> tuple[str, ...]:
-    user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
+def build_unshare_prefix(unshare: str, euid: int) -> tuple[str, ...]:
+    user = () if euid == 0 else ("--user", "--map-root-user")
     # bash, not sh: dash drops variables whose names are no shell identifiers (SM_HP_LEARNING-RATE) from what it
     # passes on, and the toolkit's SM_HP_* keep the hyperparameter's own name
     return (unshare, *user, "--mount", "--propagation", "private", BASH, "-c")
@@ -79,7 +80,7 @@ def find_sandbox() -> Sandbox:
         return Sandbox(why_not=f"{BASH} is not on this machine")
     if not Path("/opt").is_dir():
         return Sandbox(why_not="this machine has no /opt to lay /opt/ml into")
-    prefix = _unshare_prefix(unshare)
+    prefix = build_unshare_prefix(unshare, os.geteuid())
     with tempfile.TemporaryDirectory(prefix="ledger-ns-probe-") as probe:
         tree, scratch = Path(probe, "tree"), Path(probe, "scratch")
         tree.mkdir()
