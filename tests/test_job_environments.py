@@ -213,10 +213,14 @@ def test_rabit_run_on_one_host_calls_the_training_function_as_master():
 # --- jobs, end to end --------------------------------------------------------------------------------------------
 
 
-def test_an_abalone_script_mode_job_runs_in_the_xgboost_1_7_profile_and_reproduces_identical(abalone_libsvm, capsys):
+@pytest.mark.parametrize("framework, xgboost_version, python", [("xgboost:1.7-1", "1.7.4", "3.9"),
+                                                                 ("xgboost:1.5-1", "1.5.2", "3.8")])
+def test_an_abalone_script_mode_job_runs_in_its_xgboost_profile_and_reproduces_identical(abalone_libsvm, capsys,
+                                                                                          framework, xgboost_version,
+                                                                                          python):
     source = abalone_libsvm / "src"
     (source / "abalone.py").write_text((ENTRY_POINTS / "xgboost_abalone" / "abalone.py").read_text())
-    code, out, err = cli(capsys, "run", "src/abalone.py", "--framework", "xgboost:1.7-1", "--content-type", "libsvm",
+    code, out, err = cli(capsys, "run", "src/abalone.py", "--framework", framework, "--content-type", "libsvm",
                          "--channel", "train=train", "--channel", "validation=validation", *ABALONE_HPS,
                          "--metric", r"validation:rmse=.*\[19\].*#011validation-rmse:([0-9.]+)",
                          "--job-name", "abalone-script", "--json")
@@ -224,15 +228,16 @@ def test_an_abalone_script_mode_job_runs_in_the_xgboost_1_7_profile_and_reproduc
     record = json.loads(out)
     assert record["outcome"]["status"] == "Completed", record["outcome"]["failure_reason"]
     log = Path(record["outcome"]["log_path"]).read_text()
-    assert "xgboost.__version__ 1.7." in log and "model dir /opt/ml/model" in log
+    assert f"xgboost.__version__ {xgboost_version}" in log and "model dir /opt/ml/model" in log
     image = record["pins"]["image"]
-    assert image["uri"] == "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    assert image["uri"] == "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:" + framework.split(":")[1]
     ran = image["ran"]
-    profile = find_profile("xgboost:1.7-1")
-    assert ran["profile"] == "xgboost:1.7-1" and ran["origin"] == "image profile"
-    assert ran["lock_sha256"] == build_lock_digest(profile.lock_text(ran["python"].rsplit(".", 1)[0]))
+    profile = find_profile(framework)
+    assert ran["profile"] == framework and ran["origin"] == "image profile"
+    assert ran["python"].rsplit(".", 1)[0] == python and ran["python_exact"]  # the image's own Python minor
+    assert ran["lock_sha256"] == build_lock_digest(profile.lock_text(python))
     assert ran["namespace"] and ran["deviations"]
-    assert record["pins"]["environment"]["packages"]["xgboost"] == "1.7.4"
+    assert record["pins"]["environment"]["packages"]["xgboost"] == xgboost_version
     from importlib.metadata import version  # what launched the job is a fact of its own, kept beside what ran
 
     assert record["pins"]["environment"]["launcher"]["packages"]["sagemaker-ledger"] == version("sagemaker-ledger")
