@@ -42,8 +42,20 @@ def test_metrics_with_a_column_that_is_never_a_number_read_as_floats():
     assert frame["auc"].isna().all() and frame.loc[2, "loss"] == 1e-07
 
 
-def test_what_arrow_refuses_goes_the_old_way():
-    texts = [canonical_json({"nested": {"a": "b"}}), canonical_json({"nested": "text"})]
+def test_strings_that_look_like_times_stay_the_text_they_are():
+    """Arrow's JSON reader takes ISO 8601-looking strings for timestamps; a hyperparameter is the text it was."""
+    objects = [{"eta": "0.2", "since": "2026-01-01", "until": "2026-01-01 10:00:00"},
+               {"since": "2026-01-02T00:00:00Z", "note": "x"}, {"eta": "0.3"}]
+    texts = [canonical_json(o) for o in objects]
+    frame = json_objects_frame(texts)
+    pd.testing.assert_frame_equal(frame, reference(texts))
+    assert list(frame["since"][:2]) == ["2026-01-01", "2026-01-02T00:00:00Z"]
+    assert list(frame.columns) == ["eta", "since", "until", "note"]
+
+
+@pytest.mark.parametrize("objects", [[{"nested": {"a": "b"}}, {"nested": "text"}], [{"flag": True}, {}]])
+def test_what_arrow_refuses_or_reads_otherwise_goes_the_old_way(objects):
+    texts = [canonical_json(o) for o in objects]
     pd.testing.assert_frame_equal(json_objects_frame(texts), reference(texts))
 
 

@@ -239,15 +239,31 @@ def json_objects_frame(texts: list[str]) -> pd.DataFrame:
     import pyarrow.json as pa_json
 
     data = "\n".join(text or "{}" for text in texts).encode("utf-8")
+    # one block (no type to reconcile between blocks)
+    read_options = pa_json.ReadOptions(block_size=max(len(data) + 1, 1 << 20))
     try:
-        # one block (no type to reconcile between blocks); the values are JSON's own types, never guessed from text
-        options = pa_json.ReadOptions(block_size=max(len(data) + 1, 1 << 20))
-        table = pa_json.read_json(io.BytesIO(data), read_options=options)
-        if table.num_rows == len(texts) and all(not pa.types.is_nested(f.type) for f in table.schema):
+        table = pa_json.read_json(io.BytesIO(data), read_options=read_options)
+        guessed = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+        if guessed:  # Arrow takes ISO 8601-looking strings for timestamps: read those columns as the text they are
+            schema = pa.schema([pa.field(name, pa.string()) for name in guessed])
+            parse_options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+            names = table.schema.names  # explicit fields come first in a read: put each back in its place
+            table = pa_json.read_json(io.BytesIO(data), read_options=read_options, parse_options=parse_options)
+            table = table.select(names)
+        if table.num_rows == len(texts) and all(_is_json_scalar(f.type) for f in table.schema):
             return table.to_pandas()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         pass
     return pd.DataFrame.from_records(json.loads("[" + ",".join(text or "{}" for text in texts) + "]"))
+
+
+def _is_json_scalar(arrow_type) -> bool:
+    """A type that gives the frame json.loads gives: strings, numbers and nulls (params are strings, metrics numbers);
+    booleans are left to json.loads, as Arrow's put None where pandas puts NaN for a missing one."""
+    import pyarrow as pa
+
+    return (pa.types.is_string(arrow_type) or pa.types.is_int64(arrow_type) or pa.types.is_float64(arrow_type)
+            or pa.types.is_null(arrow_type))
 
 
 def build_runs_frame(rows) -> pd.DataFrame:
