@@ -364,6 +364,16 @@ def test_the_builtin_algorithm_reports_a_bad_hyperparameter_as_client_error(back
     assert result.outcome.failure_reason == "ClientError: Missing required hyperparameter: num_round"
 
 
+def test_the_builtin_xgboost_runs_on_an_xgboost_image_that_has_no_profile(backend, abalone, tmp_path):
+    """The old algorithm repository (xgboost:1) has no image profile: the job runs in the recorded package set, and
+    the stand-in still finds the container surface it reads channels with."""
+    image = "811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1"
+    result = backend.launch(xgboost_request("xgb-no-profile", abalone, tmp_path / "out", image=image),
+                            log=lambda line: None)
+    assert result.outcome.status == "Completed", result.outcome.failure_reason
+    assert 0 < result.outcome.metrics["validation:rmse"] < 10
+
+
 def test_builtin_algorithm_images_are_recognised_by_repository_name():
     assert builtin_algorithm(XGBOOST_IMAGE) == "xgboost"
     assert builtin_algorithm("246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost@sha256:" + "0" * 64)

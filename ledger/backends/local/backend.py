@@ -280,7 +280,8 @@ class LocalBackend:
         sandbox, environment = prepared.sandbox, prepared.environment
         seen = OPT_ML if sandbox.available else root  # where the job sees its tree
         sm_env = build_training_env(plan, seen, num_cpus=os.cpu_count() or 1, num_gpus=count_gpus())
-        support = [str(SUPPORT_DIR)] if prepared.plan.profile is not None else []
+        # a profile's job, and the built-in algorithm's stand-in, which reads channels with the XGBoost surface
+        support = [str(SUPPORT_DIR)] if prepared.plan.profile is not None or plan.algorithm else []
         env = build_process_env(dict(os.environ), plan, seen, sm_env, environment=environment.path, support=support)
         command = build_command(plan, seen, environment.python)
         metrics = MetricParser(plan.metric_definitions)
