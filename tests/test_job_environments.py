@@ -271,6 +271,24 @@ def test_a_script_that_hard_codes_opt_ml_runs_and_reproduces_identical(workspace
     assert not Path("/opt/ml").exists()
 
 
+def test_a_local_run_planned_for_sagemaker_launches_its_image_by_tag_and_says_so(workspace, capsys):
+    """A local run's environment stood in for its image; on SageMaker the image itself runs, by the tag recorded:
+    drift to name, not a question left unasked that stops the plan."""
+    from ledger.run.preflight import observe_world, plan_reproduction
+
+    code, out, err = cli(capsys, "run", "src/train.py", "--image", "python:3.11", "--channel", "train=data",
+                         "--job-name", "local-to-sagemaker", "--json")
+    assert code == 0, err
+    book = open_ledger()
+    record = book.get("local-to-sagemaker")
+    assert record.pins.image.ran["lock_sha256"]
+    plan = plan_reproduction(record, observe_world(book, record), "sagemaker", {})
+    image = [c for c in plan.checks if c.pin in ("image", "environment")]
+    assert [(c.pin, c.recorded, c.status) for c in image] == [("image", "python:3.11", "drift")]
+    assert "by tag" in image[0].action and "stood in" in image[0].now
+    assert not plan.unchecked
+
+
 def test_a_requirements_package_is_importable_in_the_job_and_absent_from_the_ledger(workspace, capsys):
     source = ENTRY_POINTS / "with_extra_requirements"
     code, out, err = cli(capsys, "run", "train.py", "--source-dir", str(source), "--image", "python:3.11",

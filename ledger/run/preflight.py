@@ -76,6 +76,11 @@ def short(value: Any, width: int = 19) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _ran_in_the_ledgers_environment(pins) -> bool:
+    """A local run recorded before jobs had environments of their own: the ledger's environment stood in."""
+    return pins.image.source == "environment" and not (pins.image.ran or {}).get("lock_sha256")
+
+
 def _not_checked(seen: dict[str, Any] | None, default: str) -> str:
     return "not checked: " + ((seen or {}).get("error") or default)
 
@@ -90,13 +95,16 @@ def plan_reproduction(record: RunRecord, world: dict[str, Any], backend: str, se
 
     image = world.get("image", {})
     runs = world.get("backend") or {}
-    if (pins.image.ran or {}).get("lock_sha256") and backend == "local":  # a job environment built from a lock
+    if pins.image.source == "environment" and backend != "local":  # elsewhere the image itself runs, by its tag
+        add(PinCheck("image", pins.image.uri or "-", "not pinned: an environment stood in for it",
+                     "launch by tag (as recorded)", "drift"))
+    elif (pins.image.ran or {}).get("lock_sha256") and backend == "local":  # a job environment built from a lock
         was, now = pins.image.ran["lock_sha256"], runs.get("lock_sha256")
         add(PinCheck("environment", f"{short(was)} ({pins.image.ran.get('origin')})",
                      short(now) if now else _not_checked(runs, "the backend was not asked"),
                      f"build it from its lock: {runs.get('environment')}" if now else "cannot be built",
                      "ok" if now == was else ("drift" if now else "unchecked")))
-    elif pins.image.source == "environment" and not (pins.image.ran or {}).get("lock_sha256"):
+    elif _ran_in_the_ledgers_environment(pins):
         changed = image.get("packages_changed", {})
         status = "ok" if image.get("fingerprint") == pins.image.digest else "drift"
         add(PinCheck("environment", short(pins.image.digest), short(image.get("fingerprint")),
@@ -239,7 +247,7 @@ def observe_world(book, record: RunRecord, session: Any = None) -> dict[str, Any
     out, so the plan says "not checked" rather than guessing."""
     world: dict[str, Any] = {"data": {}}
     pins = record.pins
-    if pins.image.source == "environment" and not (pins.image.ran or {}).get("lock_sha256"):  # older records
+    if _ran_in_the_ledgers_environment(pins):
         env = capture_environment()
         old, new = pins.environment.packages, env.packages
         world["image"] = {"fingerprint": env.fingerprint, "packages_changed": {
