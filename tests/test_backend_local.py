@@ -374,6 +374,24 @@ def test_the_builtin_xgboost_runs_on_an_xgboost_image_that_has_no_profile(backen
     assert 0 < result.outcome.metrics["validation:rmse"] < 10
 
 
+def test_a_half_made_environment_of_the_images_python_does_not_choose_that_python(backend, abalone, tmp_path,
+                                                                                      monkeypatch):
+    """An environment a killed build left without its marker is not one that is cached: where the image's Python
+    is not on this machine either, the plan takes the nearest Python instead of one it cannot build with."""
+    from ledger.backends.local import backend as backend_module
+
+    monkeypatch.setenv("LEDGER_ENV_CACHE", str(tmp_path / "environments"))
+    request = xgboost_request("xgb-half-made", abalone, tmp_path / "out")
+    _, exact = backend.plan(request)
+    assert exact.python_exact  # the 1.7-1 image's Python (3.9), which this machine has
+    (tmp_path / "environments" / exact.cache_key).mkdir(parents=True)  # a build killed before its marker
+    real = backend_module.find_python
+    monkeypatch.setattr(backend_module, "find_python",
+                        lambda minor: None if minor == exact.python_minor else real(minor))
+    _, chosen = backend.plan(request)
+    assert chosen.python_minor != exact.python_minor and not chosen.python_exact
+
+
 def test_builtin_algorithm_images_are_recognised_by_repository_name():
     assert builtin_algorithm(XGBOOST_IMAGE) == "xgboost"
     assert builtin_algorithm("246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost@sha256:" + "0" * 64)

@@ -34,6 +34,7 @@ from ledger.backends.local.contract import (
     plan_local_job,
 )
 from ledger.backends.local.environments import (
+    MARKER,
     SUPPORT_DIR,
     EnvironmentPlan,
     JobEnvironment,
@@ -173,7 +174,7 @@ class LocalBackend:
                 candidate = plan_environment(**kwargs, pythons={minor})
             except UsageError:
                 continue
-            if (settings.env_cache / candidate.cache_key).is_dir() or find_python(minor):
+            if (settings.env_cache / candidate.cache_key / MARKER).is_file() or find_python(minor):  # built, or can be
                 return job, candidate
         return job, plan_environment(**kwargs, pythons=set())  # raises: which Python is missing, and what to do
 
