@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import os
 import tarfile
 import tempfile
 import tracemalloc
@@ -114,6 +115,30 @@ def test_links_in_an_uncompressed_tar_digest_as_the_file_reader_does(tmp_path):
         {"model/weights.bin": weights, "model/again.bin": weights, "model/dangling.bin": missing,
          "model/latest": ("120000", hashlib.sha256(b"weights.bin").hexdigest())})
     assert sha256 == hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_a_stream_that_breaks_is_not_taken_for_bytes_that_are_no_archive():
+    """A read timeout or a reset connection is an OSError, as is a format error while reading a tar: the first
+    raises (capture then records the artifact by URI only), and is never recorded as "not a tar archive"."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = os.urandom(1 << 20)  # does not compress: the archive is larger than what is read before the break
+        info = tarfile.TarInfo("model/weights.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    class BreakingStream(io.BytesIO):  # one read times out; the reads after it go on, as a retried socket may
+        broke = False
+
+        def read(self, size=-1):
+            if self.tell() > 256 * 1024 and not self.broke:
+                self.broke = True
+                raise TimeoutError("The read operation timed out")
+            return super().read(size)
+
+    with pytest.raises(TimeoutError):
+        digest_archive_stream(BreakingStream(buffer.getvalue()))
+    assert digest_archive_stream(io.BytesIO(b"not a tar archive" * 1000))[1] is None  # a format still gives None
 
 
 class LazyTarStream(io.RawIOBase):

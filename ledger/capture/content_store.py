@@ -115,12 +115,17 @@ class _HashingReader(io.RawIOBase):
 
     def __init__(self, source):
         self.source, self.sha256 = source, hashlib.sha256()
+        self.failed: BaseException | None = None  # what a read of the source raised, told apart from the format
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self.source.read(len(buffer))
+        try:
+            data = self.source.read(len(buffer))
+        except BaseException as error:
+            self.failed = error
+            raise
         self.sha256.update(data)
         buffer[:len(data)] = data
         return len(data)
@@ -128,12 +133,15 @@ class _HashingReader(io.RawIOBase):
 
 def digest_archive_stream(source) -> tuple[str, str | None]:
     """(sha256, tree_sha256) of an archive read once from a stream (an S3 body): no copy on disk or in memory,
-    however large. tree_sha256 is None when the bytes are not a tar archive; the sha256 is always of every byte."""
+    however large. tree_sha256 is None when the bytes are not a tar archive; the sha256 is always of every byte.
+    A failed read of the stream raises what it raised."""
     reader = _HashingReader(source)
     buffered = io.BufferedReader(reader, _CHUNK)
     try:
         tree = build_tree_digest(_tar_entries(buffered))
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error):
+        if reader.failed is not None:  # the stream broke (a read timeout is an OSError too): no digest can be had
+            raise reader.failed from None
         tree = None
     while buffered.read(_CHUNK):  # what tar reading left unread (end-of-archive padding, or all of a non-tar)
         pass
