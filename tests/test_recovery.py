@@ -560,3 +560,20 @@ def test_a_spool_file_is_parsed_whole_or_called_damaged():
     for bad in ([], {"record": "x"}, {"record": {"run_id": "x"}}, {"record": record.to_dict(), "blobs": {"d": "!"}}):
         with pytest.raises(SpoolDamaged):
             parse_spool_file(bad)
+
+
+def test_autolog_releases_its_connections_even_when_the_outcome_cannot_be_written(db_url, monkeypatch, capsys):
+    """While the user's job runs, no connection is held: also after a write of its progress failed."""
+    from ledger.run import hooks
+
+    book = open_ledger(db_url)
+    released = []
+    monkeypatch.setattr(book, "release_connections", lambda: released.append(True))
+    monkeypatch.setattr(hooks, "_book", lambda: book)
+
+    def fails(_book):
+        raise RuntimeError("the database refused the write")
+
+    hooks._after_launch(fails)
+    assert released == [True]
+    assert "could not record the job's progress (the database refused the write)" in capsys.readouterr().err

@@ -126,8 +126,10 @@ def _after_launch(action) -> None:
         book = _book()
         if book is None:
             raise RuntimeError("the ledger could not be opened")
-        action(book)
-        book.release_connections()
+        try:
+            action(book)
+        finally:
+            book.release_connections()  # none held open while the user's job runs, whether or not it was written
     except Exception as error:  # noqa: BLE001 - the job runs on; `ledger sync` settles it later
         say(f"ledger: could not record the job's progress ({error}); `ledger sync` will settle it")
 
