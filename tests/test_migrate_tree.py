@@ -78,3 +78,19 @@ def test_an_old_ledger_upgrades_and_its_entries_verify_and_prove(db_url, capsys)
     assert book.verify().ok
     assert main(["verify", "--full", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["root_hash"] == book.tree_root()[1].hex()
+
+
+def test_the_tree_revision_is_not_undone_and_the_ledger_is_left_as_it_was(db_url):
+    """A downgrade below 0005 would leave compressed blobs unmarked; it refuses, and the ledger still verifies."""
+    import pytest
+
+    from alembic import command
+
+    book = open_ledger()
+    run = book.append(RunRecord(job_name="kept", pins=Pins(environment=EnvironmentPin(python="3.11",
+                                                                                      packages=PACKAGES))))
+    with pytest.raises(RuntimeError, match="0005 is not undone"):
+        with book.engine.begin() as conn:
+            command.downgrade(migrate._alembic_config(conn), "0004")
+    assert migrate.current_revision(book.engine) == migrate.head_revision()
+    assert book.get(run.run_id).pins.environment.packages == PACKAGES and book.verify().ok

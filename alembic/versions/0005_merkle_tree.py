@@ -57,6 +57,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_entries_run_seq", table_name="entries")
-    op.drop_column("blobs", "encoding")
-    op.drop_table("tree_nodes")
+    # Dropping `encoding` would leave compressed blobs that nothing can tell from plain ones, and entries written
+    # since name package lists and series kept as blobs, which older code cannot put back into a record.
+    raise RuntimeError("revision 0005 is not undone: blobs stored since may be compressed, and entries since name "
+                       "blobs older versions cannot read; restore a backup taken before the upgrade instead")
