@@ -3,7 +3,6 @@
     build_checkpoint         the C2SP tlog-checkpoint of the log (origin, size, root), signed with an Ed25519 key
     build_run_proof          every entry of a run with its RFC 9162 inclusion proof against one checkpoint
     build_consistency_proof  an RFC 9162 consistency proof that the log of N entries extends the log of M
-    check_run_proof          the same checks any verifier can make of a run proof, from its JSON alone
 
 The origin of a ledger's checkpoints is `sagemaker-ledger/` and the first 32 hex digits of its first entry's hash:
 stable for the life of the log, and different for every log. A checkpoint is signed, as a C2SP signed note, with
@@ -14,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import checkpoint, merkle
+from ledger import checkpoint
 from ledger.audit.signing import load_private_key
 from ledger.errors import NotFound, UsageError
 from ledger.store.entries import entries_by_seq
@@ -82,18 +81,3 @@ def parse_checkpoint_text(text: str, verifier_key: str | None = None) -> checkpo
     except checkpoint.NoteError as error:
         raise UsageError(f"the checkpoint does not verify: {error}", "check the verifier key and the checkpoint "
                          "text; a changed byte makes the signature fail") from None
-
-
-def check_run_proof(proof: dict[str, Any], verifier_key: str | None = None) -> list[str]:
-    """Pure: the problems found in a run proof (empty: every entry is in the log the checkpoint describes)."""
-    problems = []
-    cp = parse_checkpoint_text(proof["checkpoint"], verifier_key)
-    if cp.size != proof["tree_size"] or cp.root.hex() != proof["root_hash"]:
-        problems.append("the checkpoint names another tree than the proof's tree_size and root_hash")
-    for entry in proof["entries"]:
-        leaf = merkle.entry_leaf_hash(entry["body"])
-        path = [bytes.fromhex(node) for node in entry["audit_path"]]
-        if entry["leaf_index"] != entry["seq"] - 1 or not merkle.verify_inclusion(leaf, entry["leaf_index"],
-                                                                                  cp.size, path, cp.root):
-            problems.append(f"entry {entry['seq']} is not in the checkpointed tree: its body or its proof was changed")
-    return problems

@@ -32,11 +32,6 @@ def remove_observers(prefix: str = "") -> None:
             del _OBSERVERS[name]
 
 
-def observer_names() -> list[str]:
-    with _LOCK:
-        return sorted(_OBSERVERS)
-
-
 def notify_finished(book, record) -> None:
     """Tell every observer that `record` finished. A failing observer is one line on stderr; the others go on."""
     with _LOCK:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from ledger.audit.dsse import build_bundle, build_envelope
 from ledger.audit.exports.common import extract_model, read_model_files, require_model_artifact
 from ledger.audit.render import save_whole
+from ledger.audit.report import build_exports
 from ledger.audit.signing import key_id, load_private_key, sign_report_file
 from ledger.config import VERSION
 from ledger.errors import LedgerError, ReadOnlyStore, UsageError
@@ -154,10 +155,8 @@ def _statements(book, records: list[RunRecord], session) -> list[bytes]:
 def _provenance_of(record: RunRecord, output) -> dict | None:
     """The run's newest SLSA export written to a file, as the BOM's reference: its path relative to the BOM's
     folder (they travel together) and its sha256."""
-    exports = ((record.model_extra.get("annotations") or {}).get("exports") or {}).values()
-    files = sorted((e for e in exports if e.get("format") == "slsa" and e.get("destination", STDOUT) != STDOUT
-                    and not str(e["destination"]).startswith(("http://", "https://"))),
-                   key=lambda e: e.get("exported_at") or "")
+    files = [e for e in build_exports(record) if e.get("format") == "slsa" and e.get("destination", STDOUT) != STDOUT
+             and not str(e["destination"]).startswith(("http://", "https://"))]
     if not files:
         return None
     newest = files[-1]

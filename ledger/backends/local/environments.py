@@ -304,10 +304,6 @@ def find_python(minor: str) -> str | None:
     return next((c for c in candidates if _interpreter_minor(c) == minor), None)
 
 
-def available_pythons(minors: list[str]) -> set[str]:
-    return {minor for minor in minors if find_python(minor)}
-
-
 def find_uv() -> str | None:
     """uv beside this interpreter (it is a dependency), else the uv package's own finder, else PATH."""
     beside = Path(sys.executable).with_name("uv")
