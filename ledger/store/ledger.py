@@ -198,20 +198,20 @@ class Ledger:
     def append_many(self, records: Iterable[RunRecord]) -> list[RunRecord]:
         """Record many launched runs in one transaction (imports, benchmarks): one lock, one commit."""
         records = list(records)
-        with collector_paused(), self._writing() as conn:
-            known = self._existing_run_ids(conn, [r.run_id for r in records])
-            if known:
-                raise UsageError(f"run {sorted(known)[0]} is already recorded", "a new run needs a new run_id")
+        with collector_paused():
             items, blobs = [], {}
-            for record in records:
+            for record in records:  # pure work, done before taking the lock other writers wait on
                 payload, kept = plan_launch_entry(record)
                 items.append(("run.launched", record.run_id, payload))
                 blobs.update(kept)
-            rows = self._append(conn, items, blobs)
-            saved = [
-                record.model_copy(update={"chain": _chain_ref(row)}) for record, row in zip(records, rows, strict=True)
-            ]
-            self._save_projections(conn, [build_projection(r) for r in saved], replace=False)
+            with self._writing() as conn:
+                known = self._existing_run_ids(conn, [r.run_id for r in records])
+                if known:
+                    raise UsageError(f"run {sorted(known)[0]} is already recorded", "a new run needs a new run_id")
+                rows = self._append(conn, items, blobs)
+                saved = [record.model_copy(update={"chain": _chain_ref(row)})
+                         for record, row in zip(records, rows, strict=True)]
+                self._save_projections(conn, [build_projection(r) for r in saved], replace=False)
         return saved
 
     def record_outcome(self, run_ref: str, outcome: Outcome | dict) -> RunRecord:
@@ -236,8 +236,8 @@ class Ledger:
     def _append_fact(self, run_ref: str, kind: str, payload: dict) -> RunRecord:
         """A later fact about a run: its entry, and only the projection rows it changes."""
         run_id = self.resolve(run_ref)
+        small, blobs = plan_small_payload(kind, payload)  # pure: before the write lock
         with self._writing() as conn:
-            small, blobs = plan_small_payload(kind, payload)
             [row] = self._append(conn, [(kind, run_id, small)], blobs)
             self._save_fact_projection(conn, run_id, build_fact_update(kind, payload, run_id, row.seq, row.entry_hash))
         with self._reading() as conn:
