@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -35,14 +35,22 @@ def canonical_bytes(obj: Any) -> bytes:
     return canonical_json(obj).encode("utf-8")
 
 
-def canonical_list_bytes(items: Iterable[Any]) -> bytes:
-    """canonical_bytes(list(items)), built one item at a time: a list of a million objects is never held twice."""
-    out = bytearray(b"[")
+def iter_canonical_list(items: Iterable[Any]) -> Iterator[bytes]:
+    """The bytes of canonical_bytes(list(items)) in pieces, an item at a time: for a list of a million objects,
+    which is then never held twice (joined, or hashed as it goes)."""
+    yield b"["
     for n, item in enumerate(items):
         if n:
-            out += b","
-        out += canonical_bytes(item)
-    out += b"]"
+            yield b","
+        yield canonical_bytes(item)
+    yield b"]"
+
+
+def canonical_list_bytes(items: Iterable[Any]) -> bytes:
+    """canonical_bytes(list(items)), built one item at a time (b"".join would hold every piece besides)."""
+    out = bytearray()
+    for piece in iter_canonical_list(items):
+        out += piece
     return bytes(out)
 
 

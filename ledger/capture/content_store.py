@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ledger.errors import NoSpace, NotFound, UsageError
-from ledger.record import Gap, canonical_bytes
+from ledger.record import Gap, canonical_bytes, iter_canonical_list
 
 CAS_PREFIX = "ledger-cas://sha256/"
 _CHUNK = 8 << 20  # 8 MiB reads: large enough that hashing runs at OpenSSL speed
@@ -427,10 +427,9 @@ def build_file_pin(uri: str, objects: list[dict], manifest_sha256: str) -> dict:
 def manifest_digest(objects: Iterable[dict]) -> str:
     """sha256 of the canonical JSON of the sorted objects list; the manifest is stored under this digest. Hashed an
     object at a time: a listing of a million objects is not copied into one text first."""
-    sha256 = hashlib.sha256(b"[")
-    for n, obj in enumerate(objects):
-        sha256.update(b"," + canonical_bytes(obj) if n else canonical_bytes(obj))
-    sha256.update(b"]")
+    sha256 = hashlib.sha256()
+    for piece in iter_canonical_list(objects):
+        sha256.update(piece)
     return sha256.hexdigest()
 
 
