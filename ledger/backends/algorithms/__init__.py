@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ledger.capture.image import parse_image_uri
+
 ALGORITHM_SCRIPTS = {"xgboost": Path(__file__).with_name("xgboost_algorithm.py")}
 # Repository names of the images whose built-in algorithm runs here (any registry, region, tag or digest).
 BUILTIN_IMAGE_REPOSITORIES = {"sagemaker-xgboost": "xgboost", "xgboost": "xgboost"}
@@ -25,5 +27,4 @@ def builtin_algorithm(image: str | None) -> str | None:
     """'xgboost' for any registry/region/tag/digest of the SageMaker XGBoost image; None for anything else."""
     if not image:
         return None
-    name = image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
-    return BUILTIN_IMAGE_REPOSITORIES.get(name)
+    return BUILTIN_IMAGE_REPOSITORIES.get(parse_image_uri(image).repository.rsplit("/", 1)[-1])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ledger.capture.environment import normalize_package_name
+from ledger.capture.image import parse_image_uri
 from ledger.errors import LedgerError, UsageError
 from ledger.record import sha256_hex
 
@@ -104,14 +105,6 @@ def _dns_suffix(region: str) -> str:
     return "amazonaws.com"
 
 
-def parse_image_reference(image: str) -> tuple[str, str | None, str | None]:
-    """(repository name, tag, digest) of any registry's image reference."""
-    reference, _, digest = image.partition("@")
-    path = reference.rsplit("/", 1)[-1]
-    repository, _, tag = path.partition(":")
-    return repository, tag or None, digest or None
-
-
 def match_image(image: str | None) -> tuple[Profile | None, str | None]:
     """The profile of a framework image (any registry or region), and a note when the match is not by tag.
 
@@ -119,7 +112,8 @@ def match_image(image: str | None) -> tuple[Profile | None, str | None]:
     so (the record names it as a deviation)."""
     if not image:
         return None, None
-    repository, tag, digest = parse_image_reference(image)
+    reference = parse_image_uri(image)
+    repository, tag, digest = reference.repository.rsplit("/", 1)[-1], reference.tag, reference.digest
     candidates = [p for p in load_profiles().values() if p.repository == repository]
     for profile in candidates:
         if tag and tag in profile.tags:
