@@ -95,6 +95,22 @@ def test_profile_images_are_the_ones_the_sdk_retrieves_in_every_region(monkeypat
             assert match_image(expected) == (profile, None)
 
 
+def test_the_builtin_algorithm_is_launched_with_the_image_the_sdk_names_in_the_region(workspace, capsys,
+                                                                                       monkeypatch):
+    """`ledger run --algorithm xgboost --region R` names the image SageMaker has in R (its account differs by
+    region), as the SDK's image_uris.retrieve does."""
+    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    from sagemaker import image_uris
+
+    code, out, err = cli(capsys, "run", "--algorithm", "xgboost", "--region", "us-west-2", "--channel", "train=data",
+                         "--hp", "num_round=2", "--job-name", "builtin-us-west-2", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    expected = image_uris.retrieve("xgboost", "us-west-2", "1.7-1")
+    assert record["request"]["AlgorithmSpecification"]["TrainingImage"] == expected
+    assert record["pins"]["image"]["uri"] == expected and expected.startswith("246618743249.")
+
+
 def test_images_match_profiles_by_repository_and_tag_and_a_digest_alone_is_named():
     assert match_image("141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.5-1")[0].name == "xgboost:1.5-1"
     profile, note = match_image("683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost@sha256:" + "a" * 64)

@@ -16,6 +16,7 @@ from ledger.run.launch import (
     ALGORITHMS,
     DEFAULT_ROLE,
     as_file_uri,
+    build_algorithm_image,
     build_framework_image,
     build_job_name,
     build_request,
@@ -87,7 +88,7 @@ def run_command(
         job_name=job_name or build_job_name(Path(entry_point).stem if entry_point else algorithm),
         entry_point=entry_point, source_uri=source_uri, hyperparameters=hyperparameters, channels=channels,
         metrics=metrics, instance_type=instance_type, instance_count=instance_count,
-        image=image or ALGORITHMS["xgboost"].format(region=region), role=role or DEFAULT_ROLE,
+        image=image or build_algorithm_image("xgboost", region), role=role or DEFAULT_ROLE,
         output_path=output_path or (settings.home / "output").as_uri(), max_runtime=max_runtime,
         content_types=content_types,
     )

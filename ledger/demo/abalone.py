@@ -17,7 +17,7 @@ from ledger.audit.collect import collect_report
 from ledger.audit.render import render_html
 from ledger.capture.content_store import open_content_store, pin_source_dir
 from ledger.record import RunRecord
-from ledger.run.launch import ALGORITHMS, DEFAULT_ROLE, build_job_name, build_request, launch_job
+from ledger.run.launch import DEFAULT_ROLE, build_algorithm_image, build_job_name, build_request, launch_job
 from ledger.run.reproduce import Reproduction, reproduce
 from ledger.store.integrity import VerifyReport
 
@@ -91,7 +91,7 @@ def run_demo(book, step: Callable[[str], None] = lambda text: None) -> DemoResul
     project = prepare_project(root)
     metrics = {"train:rmse": METRIC_REGEX.format("train"), "validation:rmse": METRIC_REGEX.format("validation")}
     common = dict(metrics=metrics, channels=channels, instance_type="ml.m5.xlarge",
-                  image=ALGORITHMS["xgboost"].format(region="us-east-1"), role=DEFAULT_ROLE,
+                  image=build_algorithm_image("xgboost", "us-east-1"), role=DEFAULT_ROLE,
                   output_path=(settings.home / "output").as_uri(), max_runtime=600)
     source = pin_source_dir(project, open_content_store(settings.home))["uri"]
     jobs = [

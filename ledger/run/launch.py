@@ -25,8 +25,7 @@ from ledger.run.observers import notify_finished
 from ledger.run.recorder import capture_request, save_launch
 from ledger.run.spool import save_spooled_outcome
 
-XGBOOST_IMAGE = "683313688378.dkr.ecr.{region}.amazonaws.com/sagemaker-xgboost:1.7-1"
-ALGORITHMS = {"xgboost": XGBOOST_IMAGE}
+ALGORITHMS = {"xgboost": "xgboost:1.7-1"}  # each built-in algorithm's image, as a framework NAME:VERSION
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/ledger-local"  # the local backend needs none; the API wants one
 
 
@@ -123,6 +122,11 @@ def build_framework_image(framework: str, region: str) -> str:
     from ledger.backends.local.environments import build_image_uri, find_profile
 
     return build_image_uri(find_profile(framework), region)
+
+
+def build_algorithm_image(algorithm: str, region: str) -> str:
+    """The image of a built-in algorithm in `region`: its account differs from region to region, as in the SDK."""
+    return build_framework_image(ALGORITHMS[algorithm], region)
 
 
 def as_file_uri(path_or_uri: str, channel: str = "") -> str:
